@@ -1,0 +1,293 @@
+"""Batched logging: RunLogger buffers metrics, params and tags and sends them with log_batch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from tracking_tasks._logging import logger
+from tracking_tasks.clients import error_code, get_client
+from tracking_tasks.exceptions import InvalidLogDataError, RunNotFoundError
+from tracking_tasks.handles import RunRef
+from tracking_tasks.validation import (
+    MAX_ENTITIES_PER_BATCH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    check_metric,
+    check_params,
+    check_tags,
+)
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric, Param, RunTag
+
+__all__ = ["RunLogger"]
+
+# MLflow refuses a log_batch body over 1 MB; stay clear of it with an estimate per entity.
+_MAX_BATCH_BYTES = 900_000
+_ENTITY_OVERHEAD_BYTES = 64
+
+
+def _size(key: str, value: str) -> int:
+    return len(key.encode()) + len(value.encode()) + _ENTITY_OVERHEAD_BYTES
+
+
+def batches(
+    metrics: list[Metric], params: list[Param], tags: list[RunTag]
+) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:
+    """Split entities into log_batch requests within MLflow's count and size limits."""
+    m, p, t = 0, 0, 0
+    while m < len(metrics) or p < len(params) or t < len(tags):
+        budget_bytes = _MAX_BATCH_BYTES
+        chunk_params: list[Param] = []
+        while p < len(params) and len(chunk_params) < MAX_PARAMS_TAGS_PER_BATCH:
+            size = _size(params[p].key, params[p].value)
+            if chunk_params and size > budget_bytes:
+                break
+            chunk_params.append(params[p])
+            budget_bytes -= size
+            p += 1
+        chunk_tags: list[RunTag] = []
+        while t < len(tags) and len(chunk_tags) < MAX_PARAMS_TAGS_PER_BATCH:
+            size = _size(tags[t].key, tags[t].value)
+            if (chunk_params or chunk_tags) and size > budget_bytes:
+                break
+            chunk_tags.append(tags[t])
+            budget_bytes -= size
+            t += 1
+        room = min(
+            MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(chunk_params) - len(chunk_tags)
+        )
+        chunk_metrics: list[Metric] = []
+        while m < len(metrics) and len(chunk_metrics) < room:
+            size = _size(metrics[m].key, "0.0000000000000000e+00")
+            if (chunk_params or chunk_tags or chunk_metrics) and size > budget_bytes:
+                break
+            chunk_metrics.append(metrics[m])
+            budget_bytes -= size
+            m += 1
+        yield chunk_metrics, chunk_params, chunk_tags
+
+
+def send_batch(
+    run: RunRef,
+    metrics: list[Metric] | None = None,
+    params: list[Param] | None = None,
+    tags: list[RunTag] | None = None,
+) -> int:
+    """Send validated entities to ``run`` with as few ``log_batch`` requests as allowed.
+
+    Returns:
+        The number of requests sent.
+
+    Raises:
+        RunNotFoundError: the run does not exist.
+        InvalidLogDataError: MLflow refused the data (e.g. a param changed its value).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = get_client(run.tracking_uri, run.registry_uri)
+    requests = 0
+    try:
+        for chunk_metrics, chunk_params, chunk_tags in batches(
+            metrics or [], params or [], tags or []
+        ):
+            client.log_batch(
+                run.run_id,
+                metrics=chunk_metrics,
+                params=chunk_params,
+                tags=chunk_tags,
+                synchronous=True,
+            )
+            requests += 1
+    except MlflowException as exc:
+        code = error_code(exc)
+        if code == "RESOURCE_DOES_NOT_EXIST":
+            raise RunNotFoundError(
+                f"MLflow run {run.run_id} does not exist on {run.tracking_uri}"
+            ) from exc
+        if code == "INVALID_PARAMETER_VALUE":
+            raise InvalidLogDataError(
+                f"MLflow refused data for run {run.run_id}: {exc.message}"
+            ) from exc
+        raise
+    return requests
+
+
+def now_ms() -> int:
+    """Current time in milliseconds since the epoch, as MLflow stores timestamps."""
+    return int(time.time() * 1000)
+
+
+class RunLogger:
+    """Buffered logging for training loops: one ``log_batch`` per 1,000 metric points.
+
+    ``log_metric`` only appends to a buffer; the buffer goes out with ``log_batch`` when
+    it reaches MLflow's per-request limits (1,000 metrics, 100 params, 100 tags), when
+    ``flush_interval_seconds`` have passed since the last send, on ``flush()``, and when
+    the ``with`` block exits, normally or by an exception. Every value is checked when
+    it is logged, so a bad one raises at the call that made it. Thread-safe.
+
+    Args:
+        run: The run handle from ``create_mlflow_run``.
+        flush_interval_seconds: Send what is buffered at the next log call once this
+            much time has passed since the last send (None: only when full).
+
+    Raises:
+        InvalidLogDataError: from the ``log_*`` methods, for a value MLflow would refuse.
+
+    Example:
+        >>> from prefect import task
+        >>> @task
+        ... def train(run):
+        ...     with RunLogger(run) as log:
+        ...         for step in range(100):
+        ...             log.log_metric("loss", 1.0 / (step + 1), step)
+    """
+
+    def __init__(self, run: RunRef, *, flush_interval_seconds: float | None = 10.0) -> None:
+        self.run = run
+        self.flush_interval_seconds = flush_interval_seconds
+        self.requests_sent = 0
+        self.points_sent = 0
+        self._metrics: list[Metric] = []
+        self._params: list[Param] = []
+        self._tags: list[RunTag] = []
+        self._param_values: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._last_flush = time.monotonic()
+
+    def log_metric(
+        self, key: str, value: float, step: int = 0, timestamp: int | None = None
+    ) -> None:
+        """Buffer one metric point.
+
+        Args:
+            key: Metric name.
+            value: A real number (NaN allowed).
+            step: Training step.
+            timestamp: Milliseconds since the epoch; now by default.
+
+        Raises:
+            InvalidLogDataError: invalid name, non-numeric value or non-integer step.
+        """
+        from mlflow.entities import Metric
+
+        key, number, step = check_metric(key, value, step)
+        point = Metric(key, number, timestamp if timestamp is not None else now_ms(), step)
+        with self._lock:
+            self._metrics.append(point)
+            self._maybe_flush()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Buffer several metrics at one step; all are checked before any is buffered.
+
+        Raises:
+            InvalidLogDataError: any of them is invalid (none is buffered then).
+        """
+        from mlflow.entities import Metric
+
+        checked = [check_metric(key, value, step) for key, value in metrics.items()]
+        ts = now_ms()
+        with self._lock:
+            self._metrics.extend(Metric(k, v, ts, s) for k, v, s in checked)
+            self._maybe_flush()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Buffer params; values are stored as strings.
+
+        Raises:
+            InvalidLogDataError: invalid key, NaN or over-long value, or a key logged
+                before with another value (MLflow params are immutable).
+        """
+        from mlflow.entities import Param
+
+        checked = check_params(params)
+        with self._lock:
+            for key, value in checked.items():
+                previous = self._param_values.get(key)
+                if previous is not None and previous != value:
+                    raise InvalidLogDataError(
+                        f"param {key!r} was logged as {previous!r} and now {value!r}: MLflow "
+                        "params cannot change; log a metric or use another key"
+                    )
+            for key, value in checked.items():
+                if key not in self._param_values:
+                    self._param_values[key] = value
+                    self._params.append(Param(key, value))
+            self._maybe_flush()
+
+    def log_param(self, key: str, value: Any) -> None:
+        """Buffer one param (see ``log_params``)."""
+        self.log_params({key: value})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Buffer tags; the last value of a key wins.
+
+        Raises:
+            InvalidLogDataError: a non-string or invalid key, or an over-long value.
+        """
+        from mlflow.entities import RunTag
+
+        checked = check_tags(tags)
+        with self._lock:
+            self._tags.extend(RunTag(k, v) for k, v in checked.items())
+            self._maybe_flush()
+
+    def set_tag(self, key: str, value: Any) -> None:
+        """Buffer one tag (see ``set_tags``)."""
+        self.set_tags({key: value})
+
+    def _maybe_flush(self) -> None:
+        full = (
+            len(self._metrics) >= MAX_METRICS_PER_BATCH
+            or len(self._params) >= MAX_PARAMS_TAGS_PER_BATCH
+            or len(self._tags) >= MAX_PARAMS_TAGS_PER_BATCH
+        )
+        stale = (
+            self.flush_interval_seconds is not None
+            and time.monotonic() - self._last_flush >= self.flush_interval_seconds
+        )
+        if full or stale:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send everything buffered now, in as few ``log_batch`` requests as allowed.
+
+        Raises:
+            RunNotFoundError: the run does not exist.
+            InvalidLogDataError: MLflow refused the data.
+        """
+        with self._lock:
+            metrics, params, tags = self._metrics, self._params, self._tags
+            if not (metrics or params or tags):
+                return
+            self.requests_sent += send_batch(self.run, metrics, params, tags)
+            self.points_sent += len(metrics)
+            self._metrics, self._params, self._tags = [], [], []
+            self._last_flush = time.monotonic()
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.flush()
+            return
+        try:
+            self.flush()  # keep what was measured before the error
+        except Exception as flush_exc:
+            logger().error(
+                "could not send buffered data of MLflow run %s while handling %r: %s",
+                self.run.run_id,
+                exc,
+                flush_exc,
+            )

@@ -1,0 +1,160 @@
+"""Configuration models: where to track, and under which experiment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tracking_tasks.exceptions import TrackingConfigError
+from tracking_tasks.urls import check_uri
+from tracking_tasks.validation import check_tags
+
+__all__ = ["TrackingConfig"]
+
+_ENV_FIELDS = {
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+    "registry_uri": "MLFLOW_REGISTRY_URI",
+    "experiment_name": "MLFLOW_EXPERIMENT_NAME",
+}
+MAX_EXPERIMENT_NAME_LENGTH = 500
+
+
+class TrackingConfig(BaseModel):
+    """Where and how to track: the input of :func:`~tracking_tasks.setup_mlflow`.
+
+    Every field is optional; :func:`~tracking_tasks.setup_mlflow` fills what is unset
+    from the environment and then from the embedded default (a SQLite store
+    ``mlflow.db`` in the working directory, experiment ``Default``).
+
+    Args:
+        experiment_name: MLflow experiment to track under.
+        tracking_uri: MLflow tracking URI (``http(s)://``, ``sqlite:///``, ``postgresql://``...).
+        registry_uri: Model registry URI, when it differs from the tracking URI.
+        tags: Tags put on every run created through this config.
+        artifact_location: Artifact root for the experiment when it is created.
+
+    Raises:
+        pydantic.ValidationError: a field is invalid; the message names the field and the
+            fix (an unknown field, a file-store URI, a password inside a URI...).
+
+    Example:
+        >>> cfg = TrackingConfig(experiment_name="ner", tracking_uri="http://127.0.0.1:5000")
+        >>> cfg.experiment_name
+        'ner'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experiment_name: str | None = Field(
+        default=None, description="MLflow experiment name; created if missing."
+    )
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI. Never put a password in it: MLflow reads "
+        "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD from the environment.",
+    )
+    registry_uri: str | None = Field(
+        default=None, description="Model registry URI; defaults to the tracking URI."
+    )
+    tags: Annotated[dict[str, str], Field(description="Tags set on every run.")] = Field(
+        default_factory=dict
+    )
+    artifact_location: str | None = Field(
+        default=None, description="Artifact root used when the experiment is created."
+    )
+
+    @field_validator("experiment_name")
+    @classmethod
+    def _check_experiment_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            raise ValueError("experiment_name is empty: give a name such as 'ner'")
+        if len(value) > MAX_EXPERIMENT_NAME_LENGTH:
+            raise ValueError(
+                f"experiment_name is {len(value)} characters; MLflow allows at most "
+                f"{MAX_EXPERIMENT_NAME_LENGTH}"
+            )
+        return value
+
+    @field_validator("tracking_uri", "registry_uri")
+    @classmethod
+    def _check_uri(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else check_uri(value, info.field_name)
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_tags(value)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> TrackingConfig:
+        """Build a config from ``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI`` and
+        ``MLFLOW_EXPERIMENT_NAME``; keyword arguments override the environment.
+
+        Args:
+            **overrides: Field values that win over the environment.
+
+        Returns:
+            A validated ``TrackingConfig``.
+
+        Raises:
+            pydantic.ValidationError: an environment value is invalid (the message names
+                the field).
+
+        Example:
+            >>> TrackingConfig.from_env(experiment_name="ner").experiment_name
+            'ner'
+        """
+        values: dict[str, Any] = {
+            field: os.environ[var] for field, var in _ENV_FIELDS.items() if os.environ.get(var)
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> TrackingConfig:
+        """Load a config from a YAML mapping of the same field names.
+
+        Args:
+            path: A YAML file such as ``{experiment_name: ner, tracking_uri: ...}``.
+
+        Returns:
+            A validated ``TrackingConfig``.
+
+        Raises:
+            TrackingConfigError: the file is missing, is not YAML, or is not a mapping.
+            pydantic.ValidationError: a value is invalid; the message names the field.
+
+        Example:
+            >>> import pathlib, tempfile
+            >>> p = pathlib.Path(tempfile.mkdtemp()) / "tracking.yaml"
+            >>> _ = p.write_text("experiment_name: ner\\n")
+            >>> TrackingConfig.from_yaml(p).experiment_name
+            'ner'
+        """
+        file = Path(path)
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise TrackingConfigError(f"tracking config file {file} does not exist") from exc
+        except yaml.YAMLError as exc:
+            raise TrackingConfigError(
+                f"tracking config file {file} is not valid YAML: {exc}"
+            ) from exc
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise TrackingConfigError(
+                f"tracking config file {file} must hold a mapping of TrackingConfig fields "
+                f"({', '.join(cls.model_fields)}), not a {type(data).__name__}"
+            )
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            raise TrackingConfigError(f"tracking config file {file}: {exc}") from exc

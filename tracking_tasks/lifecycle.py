@@ -1,0 +1,213 @@
+"""The end of a run's life: end_mlflow_run, and Prefect state hooks that end runs."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Literal
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_logger
+
+from tracking_tasks._logging import logger
+from tracking_tasks.clients import get_client
+from tracking_tasks.handles import RunRef, TrackingContext
+from tracking_tasks.urls import redact_uri
+
+__all__ = ["end_mlflow_run", "mlflow_state_hooks", "state_to_run_status"]
+
+RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
+TERMINAL_STATUSES = frozenset({"FINISHED", "FAILED", "KILLED"})
+FINAL_STATE_TAG = "prefect.final_state"
+FLOW_RUN_TAG = "prefect.flow_run_id"
+
+_logger = get_logger("tracking_tasks")
+_MAX_REMEMBERED_FLOW_RUNS = 10_000
+_Location = tuple[str, str | None, str]  # (tracking_uri, registry_uri, experiment_id)
+_locations: OrderedDict[str, set[_Location]] = OrderedDict()
+_locations_lock = threading.Lock()
+
+
+def remember_location(flow_run_id: str | None, where: TrackingContext | RunRef) -> None:
+    """Record that a flow run tracks into an experiment, for that flow run's state hooks.
+
+    Shared by every thread of the process, so runs opened on task-runner threads are
+    ended by the flow's hooks too.
+    """
+    if flow_run_id is None:
+        return
+    location = (where.tracking_uri, where.registry_uri, where.experiment_id)
+    with _locations_lock:
+        _locations.setdefault(flow_run_id, set()).add(location)
+        _locations.move_to_end(flow_run_id)
+        while len(_locations) > _MAX_REMEMBERED_FLOW_RUNS:
+            _locations.popitem(last=False)
+
+
+def state_to_run_status(state: Any) -> RunStatus | None:
+    """Map a final Prefect state to the MLflow run status it implies.
+
+    Args:
+        state: A Prefect ``State``.
+
+    Returns:
+        ``FINISHED`` for Completed, ``FAILED`` for Failed and Crashed, ``KILLED`` for
+        Cancelled/Cancelling, None for a state that is not final.
+
+    Example:
+        >>> from prefect.states import Completed, Crashed
+        >>> state_to_run_status(Completed()), state_to_run_status(Crashed())
+        ('FINISHED', 'FAILED')
+    """
+    if state.is_completed():
+        return "FINISHED"
+    if state.is_failed() or state.is_crashed():
+        return "FAILED"
+    if state.is_cancelled() or state.is_cancelling():
+        return "KILLED"
+    return None
+
+
+def end_open_runs(
+    flow_run_id: str,
+    status: RunStatus,
+    state_name: str,
+    extra: tuple[_Location, ...] = (),
+) -> list[str]:
+    """End every still-RUNNING MLflow run tagged with ``flow_run_id``; return their ids.
+
+    Runs already FINISHED, FAILED or KILLED are left as they are.
+    """
+    from mlflow.entities import ViewType
+
+    with _locations_lock:
+        locations = set(_locations.pop(flow_run_id, set())) | set(extra)
+    ended: list[str] = []
+    errors: list[str] = []
+    for tracking_uri, registry_uri, experiment_id in sorted(locations, key=str):
+        client = get_client(tracking_uri, registry_uri)
+        try:
+            token = None
+            open_runs: list[Any] = []
+            while True:
+                page = client.search_runs(
+                    [experiment_id],
+                    filter_string=(
+                        f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}' AND attributes.status = 'RUNNING'"
+                    ),
+                    run_view_type=ViewType.ACTIVE_ONLY,
+                    max_results=1000,
+                    page_token=token,
+                )
+                open_runs.extend(page)
+                token = page.token
+                if not token:
+                    break
+            for run in open_runs:
+                client.set_tag(run.info.run_id, FINAL_STATE_TAG, state_name)
+                client.set_terminated(run.info.run_id, status=status)
+                ended.append(run.info.run_id)
+        except Exception as exc:
+            errors.append(f"{redact_uri(tracking_uri)} experiment {experiment_id}: {exc}")
+    if errors:
+        raise RuntimeError(
+            f"could not end the MLflow runs of flow run {flow_run_id} as {status}: "
+            + "; ".join(errors)
+            + ". The reconcile flow ends them later; check the tracking server."
+        )
+    return ended
+
+
+def _locations_of(target: TrackingContext | RunRef | None) -> tuple[_Location, ...]:
+    if target is None:
+        return ()
+    return ((target.tracking_uri, target.registry_uri, target.experiment_id),)
+
+
+def mlflow_state_hooks(
+    context: TrackingContext | None = None,
+) -> dict[str, list[Callable[..., None]]]:
+    """Return ``@flow`` keyword arguments whose hooks end the flow run's MLflow runs.
+
+    On the flow run's final state, every MLflow run still RUNNING that was opened under
+    that flow run (by ``create_mlflow_run``, on any thread) is ended: Completed ->
+    FINISHED, Failed and Crashed -> FAILED, Cancelled -> KILLED. A run already ended is
+    never overwritten. The Prefect state name is tagged on the run as
+    ``prefect.final_state``.
+
+    The hooks find the runs through the experiments this process tracked into during
+    the flow run. When tasks run in other processes (Dask, Ray), pass the context so
+    the hooks search that experiment too.
+
+    Args:
+        context: An extra ``TrackingContext`` to search, for runs opened in other
+            processes.
+
+    Returns:
+        ``{"on_completion": [...], "on_failure": [...], "on_crashed": [...],
+        "on_cancellation": [...]}``, to unpack into ``@flow(...)``.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow(**mlflow_state_hooks())
+        ... def train():
+        ...     ...
+    """
+    extra = _locations_of(context)
+
+    def end_mlflow_runs_hook(flow: Any, flow_run: Any, state: Any) -> None:
+        status = state_to_run_status(state)
+        if status is None:
+            return
+        ended = end_open_runs(str(flow_run.id), status, state.name or state.type.value, extra)
+        if ended:
+            _logger.info(
+                "Flow run %s ended %s: %d MLflow run(s) marked %s",
+                flow_run.name,
+                state.name,
+                len(ended),
+                status,
+            )
+
+    return {
+        "on_completion": [end_mlflow_runs_hook],
+        "on_failure": [end_mlflow_runs_hook],
+        "on_crashed": [end_mlflow_runs_hook],
+        "on_cancellation": [end_mlflow_runs_hook],
+    }
+
+
+@task(name="end_mlflow_run", cache_policy=NO_CACHE)  # ends a run: must act every time
+def end_mlflow_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
+    """End an MLflow run with ``status``, unless it has already ended.
+
+    Args:
+        run: The run handle from ``create_mlflow_run``.
+        status: ``FINISHED`` (default), ``FAILED`` or ``KILLED``.
+
+    Returns:
+        The run's status afterwards: ``status``, or the status it already had.
+
+    Raises:
+        ValueError: ``status`` is not one of FINISHED, FAILED, KILLED.
+        RunNotFoundError: the run does not exist on its tracking server.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow
+        ... def train(ctx):
+        ...     run = create_mlflow_run(ctx, run_name="train")
+        ...     end_mlflow_run(run, "FINISHED")
+    """
+    from tracking_tasks.runs import get_run_info
+
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"status {status!r} is not one of FINISHED, FAILED, KILLED")
+    current = get_run_info(run).status
+    if current in TERMINAL_STATUSES:
+        logger().info("MLflow run %s already %s; left as is", run.run_id, current)
+        return str(current)
+    get_client(run.tracking_uri, run.registry_uri).set_terminated(run.run_id, status=status)
+    return status

@@ -1,0 +1,189 @@
+"""Tracking-URI inspection: schemes, secrets, and MLflow UI links."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from tracking_tasks.exceptions import CredentialInURIError, TrackingConfigError
+
+__all__ = [
+    "experiment_url",
+    "is_http_uri",
+    "redact_uri",
+    "run_url",
+]
+
+#: Schemes MLflow's tracking client understands (the ``+driver`` suffix is stripped first).
+KNOWN_SCHEMES = frozenset(
+    {"http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "azureml", "file"}
+)
+#: Query parameters that carry secrets (SAS signatures, tokens, passwords).
+_SECRET_QUERY_KEYS = frozenset(
+    {"password", "passwd", "pwd", "token", "access_token", "secret", "sig", "api_key", "apikey"}
+)
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def base_scheme(uri: str) -> str:
+    """Return the scheme of ``uri`` without a ``+driver`` suffix ("" for a bare path)."""
+    return urlsplit(uri).scheme.split("+", 1)[0].lower()
+
+
+def is_http_uri(uri: str | None) -> bool:
+    """Tell whether ``uri`` points at an MLflow tracking server over HTTP(S).
+
+    Args:
+        uri: A tracking URI, or None.
+
+    Returns:
+        True for ``http://`` and ``https://`` URIs.
+
+    Example:
+        >>> is_http_uri("http://127.0.0.1:5000"), is_http_uri("sqlite:///mlflow.db")
+        (True, False)
+    """
+    return uri is not None and base_scheme(uri) in {"http", "https"}
+
+
+def redact_uri(uri: str) -> str:
+    """Return ``uri`` with any password and secret query values replaced by ``***``.
+
+    Use it wherever a URI is shown: logs, tags, error messages.
+
+    Args:
+        uri: Any URI.
+
+    Returns:
+        The same URI, safe to print.
+
+    Example:
+        >>> redact_uri("postgresql://ml:hunter2@db/mlflow")
+        'postgresql://ml:***@db/mlflow'
+    """
+    parts = urlsplit(uri)
+    secret_query = any(k.lower() in _SECRET_QUERY_KEYS for k, _ in parse_qsl(parts.query))
+    if parts.password is None and not secret_query:
+        return uri  # nothing to hide; urlunsplit would also mangle sqlite:////abs paths
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = "&".join(
+            f"{key}={'***' if key.lower() in _SECRET_QUERY_KEYS else value}" for key, value in pairs
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def check_uri(uri: str, field: str) -> str:
+    """Validate a tracking or registry URI; return it stripped.
+
+    Raises:
+        CredentialInURIError: the URI carries a password or a secret query value.
+        TrackingConfigError: the URI is empty, has an unknown scheme, or names MLflow's
+            file store while ``MLFLOW_ALLOW_FILE_STORE`` is not true.
+    """
+    uri = uri.strip()
+    if not uri:
+        raise TrackingConfigError(f"{field} is empty: give a URI such as {DEFAULT_TRACKING_URI!r}")
+    parts = urlsplit(uri)
+    if parts.password is not None:
+        raise CredentialInURIError(
+            f"{field} {redact_uri(uri)!r} carries a password. Remove it from the URI: for an "
+            "MLflow server set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+            "MLFLOW_TRACKING_TOKEN); for PostgreSQL set PGPASSWORD or use ~/.pgpass."
+        )
+    secret_keys = sorted(
+        key for key, _ in parse_qsl(parts.query) if key.lower() in _SECRET_QUERY_KEYS
+    )
+    if secret_keys:
+        raise CredentialInURIError(
+            f"{field} {redact_uri(uri)!r} carries a secret in its query ({', '.join(secret_keys)}). "
+            "Pass credentials through MLflow's environment variables instead."
+        )
+    scheme = base_scheme(uri)
+    is_bare_path = scheme == "" or (len(scheme) == 1 and os.name == "nt")
+    if scheme == "file" or is_bare_path:
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() not in {"true", "1"}:
+            target = parts.path if scheme == "file" else uri
+            suggestion = f"sqlite:///{Path(target).expanduser() / 'mlflow.db'}"
+            raise TrackingConfigError(
+                f"{field} {uri!r} names MLflow's file store, which MLflow 3 refuses. Use a "
+                f"SQLite store instead, e.g. {suggestion!r}, or set MLFLOW_ALLOW_FILE_STORE=true "
+                "to keep the file store."
+            )
+        return uri
+    if scheme not in KNOWN_SCHEMES:
+        raise TrackingConfigError(
+            f"{field} {uri!r} has an unknown scheme {scheme!r}: use one of "
+            f"{', '.join(sorted(KNOWN_SCHEMES - {'file'}))} (for example "
+            f"'http://127.0.0.1:5000' or {DEFAULT_TRACKING_URI!r})"
+        )
+    if scheme in {"http", "https"} and not parts.hostname:
+        raise TrackingConfigError(
+            f"{field} {uri!r} has no host: write e.g. 'http://127.0.0.1:5000'"
+        )
+    return uri
+
+
+def absolute_local_uri(uri: str) -> str:
+    """Make a relative ``sqlite:///rel.db`` absolute, so other processes hit the same file."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        path = uri[len(prefix) :]
+        return prefix + str(Path(path).expanduser().resolve())
+    return uri
+
+
+def _ui_base(tracking_uri: str) -> str | None:
+    if not is_http_uri(tracking_uri):
+        return None
+    parts = urlsplit(tracking_uri)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def experiment_url(tracking_uri: str, experiment_id: str) -> str | None:
+    """Return the MLflow UI page of an experiment, or None where there is no UI server.
+
+    Args:
+        tracking_uri: The tracking URI the experiment lives on.
+        experiment_id: The MLflow experiment id.
+
+    Returns:
+        ``<server>/#/experiments/<id>`` for an http(s) server (credentials never
+        included), None for local stores such as SQLite.
+
+    Example:
+        >>> experiment_url("http://127.0.0.1:5000", "3")
+        'http://127.0.0.1:5000/#/experiments/3'
+    """
+    base = _ui_base(tracking_uri)
+    return None if base is None else f"{base}/#/experiments/{experiment_id}"
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
+    """Return the MLflow UI page of a run, or None where there is no UI server.
+
+    Args:
+        tracking_uri: The tracking URI the run lives on.
+        experiment_id: The run's experiment id.
+        run_id: The MLflow run id.
+
+    Returns:
+        ``<server>/#/experiments/<exp>/runs/<run>`` for an http(s) server, else None.
+
+    Example:
+        >>> run_url("http://127.0.0.1:5000", "3", "abc")
+        'http://127.0.0.1:5000/#/experiments/3/runs/abc'
+    """
+    base = experiment_url(tracking_uri, experiment_id)
+    return None if base is None else f"{base}/runs/{run_id}"

@@ -1,0 +1,124 @@
+"""Checks that a param, metric or tag would be accepted by MLflow, done before sending."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import posixpath
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from tracking_tasks.exceptions import InvalidLogDataError
+
+# MLflow's own limits (mlflow/utils/validation.py), restated so a batch is checked whole
+# before its first request: MLflow itself would refuse it part way through.
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
+MAX_PARAM_VAL_LENGTH = 6000
+MAX_TAG_VAL_LENGTH = 8000
+MAX_KEY_LENGTH = 250
+_VALID_KEY = re.compile(r"^[/\w.\- :]*$")
+
+
+def check_key(key: Any, kind: str) -> str:
+    """Return ``key`` if MLflow accepts it as a param, metric or tag name, else raise."""
+    if not isinstance(key, str):
+        raise InvalidLogDataError(
+            f"{kind} key {key!r} is a {type(key).__name__}; MLflow keys must be strings: "
+            f"use str({key!r})"
+        )
+    if not key:
+        raise InvalidLogDataError(f"{kind} key is empty: give every {kind} a name")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidLogDataError(
+            f"{kind} key {key[:40]!r}... is {len(key)} characters; MLflow allows {MAX_KEY_LENGTH}"
+        )
+    if not _VALID_KEY.match(key):
+        raise InvalidLogDataError(
+            f"{kind} key {key!r} has characters MLflow refuses: use letters, digits, "
+            "'_', '-', '.', ' ', ':' and '/'"
+        )
+    norm = posixpath.normpath(key)
+    if norm != key or norm == "." or norm.startswith(("..", "/")):
+        raise InvalidLogDataError(
+            f"{kind} key {key!r} is not a normalised relative path (no '..', leading '/', "
+            f"'//' or trailing '/'): write {norm.lstrip('/')!r}"
+        )
+    return key
+
+
+def _as_mapping(values: Any, kind: str) -> Mapping[Any, Any]:
+    if not isinstance(values, Mapping):
+        raise InvalidLogDataError(
+            f"{kind}s must be a mapping of name to value, not {type(values).__name__}"
+        )
+    return values
+
+
+def check_params(params: Any) -> dict[str, str]:
+    """Validate params and return them as MLflow will store them (strings).
+
+    Raises:
+        InvalidLogDataError: a key is invalid, a value is NaN, or a value is longer than
+            MLflow's limit of 6,000 characters.
+    """
+    checked: dict[str, str] = {}
+    for key, value in _as_mapping(params, "param").items():
+        check_key(key, "param")
+        if isinstance(value, float) and math.isnan(value):
+            raise InvalidLogDataError(
+                f"param {key!r} is NaN: a param records a setting, so log a real value "
+                "(or log the quantity as a metric, which may be NaN)"
+            )
+        text = value if isinstance(value, str) else str(value)
+        if len(text) > MAX_PARAM_VAL_LENGTH:
+            raise InvalidLogDataError(
+                f"param {key!r} is {len(text)} characters; MLflow allows {MAX_PARAM_VAL_LENGTH}. "
+                "Log long values as an artifact (a file) instead"
+            )
+        checked[key] = text
+    return checked
+
+
+def check_tags(tags: Any) -> dict[str, str]:
+    """Validate tags and return them as strings.
+
+    Raises:
+        InvalidLogDataError: a key is not a valid string, or a value is longer than
+            MLflow's limit of 8,000 characters.
+    """
+    checked: dict[str, str] = {}
+    for key, value in _as_mapping(tags, "tag").items():
+        check_key(key, "tag")
+        text = value if isinstance(value, str) else str(value)
+        if len(text) > MAX_TAG_VAL_LENGTH:
+            raise InvalidLogDataError(
+                f"tag {key!r} is {len(text)} characters; MLflow allows {MAX_TAG_VAL_LENGTH}"
+            )
+        checked[key] = text
+    return checked
+
+
+def check_metric(key: Any, value: Any, step: Any) -> tuple[str, float, int]:
+    """Validate one metric point; return it as (key, float value, int step).
+
+    Raises:
+        InvalidLogDataError: the key is invalid, the value is not a real number, or the
+            step is not an integer.
+    """
+    check_key(key, "metric")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidLogDataError(
+            f"metric {key!r} value {value!r} is a {type(value).__name__}; metrics are "
+            "numbers (convert with float(), or log text as a tag)"
+        )
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise InvalidLogDataError(f"metric {key!r} step {step!r} must be an integer")
+    return key, float(value), int(step)
+
+
+def check_metrics(metrics: Any, step: Any) -> list[tuple[str, float, int]]:
+    """Validate a mapping of metric name to value, all at one step."""
+    return [check_metric(key, value, step) for key, value in _as_mapping(metrics, "metric").items()]
