@@ -47,7 +47,8 @@ class TrackingConfig(BaseModel):
         'ner'
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a rejected URI may carry a password; our messages show it redacted.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     experiment_name: str | None = Field(
         default=None, description="MLflow experiment name; created if missing."
@@ -128,8 +129,8 @@ class TrackingConfig(BaseModel):
             A validated ``TrackingConfig``.
 
         Raises:
-            TrackingConfigError: the file is missing, is not YAML, or is not a mapping.
-            pydantic.ValidationError: a value is invalid; the message names the field.
+            TrackingConfigError: the file is missing, is not YAML, is not a mapping, or
+                holds an invalid value (the message names the file and the field).
 
         Example:
             >>> import pathlib, tempfile

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Literal
@@ -30,20 +33,73 @@ _locations: OrderedDict[str, set[_Location]] = OrderedDict()
 _locations_lock = threading.Lock()
 
 
+LOCATION_LABEL_PREFIX = "tracking-tasks.mlflow."
+
+
+def _label(location: _Location) -> tuple[str, str]:
+    tracking_uri, registry_uri, experiment_id = location
+    value = json.dumps(
+        {
+            "tracking_uri": tracking_uri,
+            "registry_uri": registry_uri,
+            "experiment_id": experiment_id,
+        },
+        sort_keys=True,
+    )
+    key = LOCATION_LABEL_PREFIX + hashlib.sha256(value.encode()).hexdigest()[:12]
+    return key, value
+
+
+def _record_on_flow_run(flow_run_id: str, location: _Location) -> None:
+    """Label the Prefect flow run with where it tracks, for hooks run in another process.
+
+    The runner runs on_cancellation and on_crashed hooks in its own process, which never
+    saw the runs being opened; the label tells it where to look.
+    """
+    from prefect.client.orchestration import get_client as get_prefect_client
+
+    key, value = _label(location)
+    try:
+        with get_prefect_client(sync_client=True) as client:
+            client.update_flow_run_labels(uuid.UUID(flow_run_id), {key: value})
+    except Exception as exc:  # the hooks still have this process's memory of it
+        _logger.warning(
+            "could not label flow run %s with its MLflow experiment: %s", flow_run_id, exc
+        )
+
+
+def _labelled_locations(flow_run_id: str) -> set[_Location]:
+    from prefect.client.orchestration import get_client as get_prefect_client
+
+    with get_prefect_client(sync_client=True) as client:
+        labels = client.read_flow_run(uuid.UUID(flow_run_id)).labels or {}
+    found: set[_Location] = set()
+    for key, value in labels.items():
+        if key.startswith(LOCATION_LABEL_PREFIX) and isinstance(value, str):
+            data = json.loads(value)
+            found.add((data["tracking_uri"], data["registry_uri"], data["experiment_id"]))
+    return found
+
+
 def remember_location(flow_run_id: str | None, where: TrackingContext | RunRef) -> None:
     """Record that a flow run tracks into an experiment, for that flow run's state hooks.
 
-    Shared by every thread of the process, so runs opened on task-runner threads are
-    ended by the flow's hooks too.
+    Kept in this process (shared by every thread, so runs opened on task-runner threads
+    are found) and, once per flow run and experiment, as a label on the Prefect flow run
+    (so hooks that the runner runs in another process find them too).
     """
     if flow_run_id is None:
         return
     location = (where.tracking_uri, where.registry_uri, where.experiment_id)
     with _locations_lock:
-        _locations.setdefault(flow_run_id, set()).add(location)
+        known = _locations.setdefault(flow_run_id, set())
+        is_new = location not in known
+        known.add(location)
         _locations.move_to_end(flow_run_id)
         while len(_locations) > _MAX_REMEMBERED_FLOW_RUNS:
             _locations.popitem(last=False)
+    if is_new:
+        _record_on_flow_run(flow_run_id, location)
 
 
 def state_to_run_status(state: Any) -> RunStatus | None:
@@ -84,8 +140,12 @@ def end_open_runs(
 
     with _locations_lock:
         locations = set(_locations.pop(flow_run_id, set())) | set(extra)
-    ended: list[str] = []
     errors: list[str] = []
+    try:
+        locations |= _labelled_locations(flow_run_id)
+    except Exception as exc:
+        errors.append(f"reading the labels of Prefect flow run {flow_run_id}: {exc}")
+    ended: list[str] = []
     for tracking_uri, registry_uri, experiment_id in sorted(locations, key=str):
         client = get_client(tracking_uri, registry_uri)
         try:
@@ -137,13 +197,13 @@ def mlflow_state_hooks(
     never overwritten. The Prefect state name is tagged on the run as
     ``prefect.final_state``.
 
-    The hooks find the runs through the experiments this process tracked into during
-    the flow run. When tasks run in other processes (Dask, Ray), pass the context so
-    the hooks search that experiment too.
+    The hooks find the runs through the experiments the flow run tracked into: this
+    process remembers them, and ``create_mlflow_run`` labels the Prefect flow run with
+    them, so hooks that Prefect's runner runs in another process (cancellation, a
+    crash) find them too.
 
     Args:
-        context: An extra ``TrackingContext`` to search, for runs opened in other
-            processes.
+        context: An extra ``TrackingContext`` whose experiment is always searched.
 
     Returns:
         ``{"on_completion": [...], "on_failure": [...], "on_crashed": [...],

@@ -1,0 +1,103 @@
+"""Shared fixtures: a real Prefect API, a real `mlflow server`, and a leak guard."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before prefect is imported anywhere: no telemetry (no internet here), and a private
+# PREFECT_HOME so results and caches of one test session never leak into the next.
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tt-prefect-home-"))
+for _name in [n for n in os.environ if n.startswith("MLFLOW_")]:
+    del os.environ[_name]  # the suite decides where it tracks
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from tests.servers import MlflowServer, start_mlflow_server
+from tracking_tasks import TrackingConfig
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api() -> Iterator[None]:
+    """A real, temporary Prefect API server for the whole session."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real `mlflow server` process: SQLite backend, served artifacts, loopback port."""
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _fluent_state() -> tuple[dict[str, str], str | None]:
+    env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    return env, mlflow.tracking._tracking_service.utils._tracking_uri
+
+
+def _restore_fluent_state(env: dict[str, str]) -> None:
+    mlflow.set_tracking_uri(None)  # also unsets MLFLOW_TRACKING_URI
+    mlflow.tracking.fluent._active_experiment_id = None
+    for name in [n for n in os.environ if n.startswith("MLFLOW_")]:
+        del os.environ[name]
+    os.environ.update(env)
+
+
+@pytest.fixture
+def fluent_reset() -> Iterator[None]:
+    """For tests whose code points the fluent API (setup_mlflow does): undo it after."""
+    env, _ = _fluent_state()
+    yield
+    _restore_fluent_state(env)
+
+
+@pytest.fixture
+def tracking_config(
+    mlflow_server: MlflowServer, request: pytest.FixtureRequest, fluent_reset: None
+) -> TrackingConfig:
+    """A TrackingConfig for the real server, with an experiment of this test's own."""
+    name = re.sub(r"[^\w.-]+", "-", request.node.nodeid)[-200:]
+    return TrackingConfig(experiment_name=name, tracking_uri=mlflow_server.url)
+
+
+@pytest.fixture(autouse=True)
+def leak_guard() -> Iterator[None]:
+    """Fail any test that leaves an active MLflow run or changed MLFLOW_* variables behind.
+
+    Declared autouse, it is set up before and torn down after the test's own fixtures,
+    so fixtures such as ``fluent_reset`` have cleaned up by the time it checks.
+    """
+    env_before, uri_before = _fluent_state()
+    yield
+    problems = []
+    active = mlflow.active_run()
+    if active is not None:
+        problems.append(f"left MLflow run {active.info.run_id} active")
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+    env_after, uri_after = _fluent_state()
+    if env_after != env_before:
+        changed = sorted(set(env_after.items()) ^ set(env_before.items()))
+        problems.append(f"changed MLFLOW_* environment variables: {sorted({k for k, _ in changed})}")
+    if uri_after != uri_before:
+        problems.append(f"left the fluent tracking URI at {uri_after!r}")
+    if problems:
+        _restore_fluent_state(env_before)
+        pytest.fail("test leaked MLflow state: " + "; ".join(problems))
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
