@@ -90,7 +90,9 @@ def leak_guard() -> Iterator[None]:
     env_after, uri_after = _fluent_state()
     if env_after != env_before:
         changed = sorted(set(env_after.items()) ^ set(env_before.items()))
-        problems.append(f"changed MLFLOW_* environment variables: {sorted({k for k, _ in changed})}")
+        problems.append(
+            f"changed MLFLOW_* environment variables: {sorted({k for k, _ in changed})}"
+        )
     if uri_after != uri_before:
         problems.append(f"left the fluent tracking URI at {uri_after!r}")
     if problems:

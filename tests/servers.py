@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -47,10 +48,8 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 15) -> No
         except subprocess.TimeoutExpired:
             continue
         # the leader is gone; make sure its children (job runner, huey consumers) are too
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         break
     proc.wait(timeout=timeout)
 
@@ -93,5 +92,7 @@ def start_mlflow_server(root: Path, *extra_args: str, timeout: float = 180) -> M
         wait_http_ok(f"{url}/health", timeout, proc)
     except Exception:
         stop_process_group(proc)
-        raise RuntimeError(f"mlflow server failed to start:\n{log_path.read_text()[-3000:]}") from None
+        raise RuntimeError(
+            f"mlflow server failed to start:\n{log_path.read_text()[-3000:]}"
+        ) from None
     return MlflowServer(url=url, proc=proc, root=root, log_path=log_path)

@@ -8,6 +8,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 from prefect import flow
+from pydantic import ValidationError
 
 from tests.servers import MlflowServer
 from tracking_tasks import (
@@ -30,7 +31,7 @@ def test_setup_creates_experiment_and_returns_context(tracking_config: TrackingC
     assert experiment.name == tracking_config.experiment_name
     assert ctx.tracking_uri == tracking_config.tracking_uri
     assert len(ctx.config_hash) == 64
-    with pytest.raises(Exception):  # frozen: a handle is a value
+    with pytest.raises(ValidationError):  # frozen: a handle is a value
         ctx.experiment_id = "x"  # type: ignore[misc]
 
 

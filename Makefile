@@ -1,0 +1,38 @@
+# Two commands for a fresh machine with only Python 3.11, pip and make:
+#   make demo   installs everything into .venv and runs flows/demo.py
+#   make test   installs everything into .venv and runs the whole test suite
+# uv is bootstrapped into .tools/ with pip; .venv is synced from the committed uv.lock.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: demo test lint install clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: .venv/.synced
+
+demo: .venv/.synced
+	.venv/bin/python flows/demo.py
+
+test: .venv/.synced
+	.venv/bin/python -m pytest
+
+lint: .venv/.synced
+	.venv/bin/ruff check tracking_tasks flows tests bench
+	.venv/bin/ruff format --check tracking_tasks flows tests bench
+	.venv/bin/mypy tracking_tasks
+
+clean:
+	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

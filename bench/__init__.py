@@ -1,0 +1,1 @@
+"""Benchmarks of tracking_tasks against raw MLflow doing the same work."""

@@ -1,0 +1,1 @@
+"""Real flows built from tracking_tasks; prefect.yaml deploys them."""

@@ -1,0 +1,37 @@
+"""The README's demo: flows/demo.py on the embedded default, in a fresh process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+
+def test_demo_runs_on_embedded_default(tmp_path: Path, repo_root: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API"))}
+    out = subprocess.run(
+        [sys.executable, str(repo_root / "flows" / "demo.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    db = tmp_path / "mlflow.db"
+    assert db.exists()
+    assert f"sqlite:///{db}" in out.stdout
+    assert "mlflow ui --backend-store-uri" in out.stdout
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("tracking-tasks-demo")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_id in out.stdout
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.1", "epochs": "50", "seed": "0"}
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 50
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["summary.json"]
+    summary = client.download_artifacts(run.info.run_id, "summary.json", str(tmp_path))
+    assert '"final_loss"' in Path(summary).read_text()

@@ -1,0 +1,53 @@
+"""The README's Python examples run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from prefect import flow
+
+from tests.helpers import experiment_runs
+from tracking_tasks import TrackingConfig, create_mlflow_run, setup_mlflow
+
+
+def _python_blocks(repo_root: Path) -> list[str]:
+    text = (repo_root / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_quick_start_runs(
+    repo_root: Path, tracking_config: TrackingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quick_start = _python_blocks(repo_root)[0]
+    assert "mlflow_state_hooks" in quick_start
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tracking_config.tracking_uri))
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(quick_start, "README.md", "exec"), namespace)
+    namespace["train"]()  # type: ignore[operator]
+    (run,) = experiment_runs(tracking_config.model_copy(update={"experiment_name": "ner"}))[-1:]
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.1"} and run.data.metrics == {"f1": 0.91}
+    assert run.data.tags["stage"] == "training"
+
+
+def test_run_logger_example_runs(repo_root: Path, tracking_config: TrackingConfig) -> None:
+    block = next(b for b in _python_blocks(repo_root) if "RunLogger(run)" in b)
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(block, "README.md", "exec"), namespace)
+    fit = namespace["fit"]
+
+    @flow
+    def pipeline() -> str:
+        run = create_mlflow_run(setup_mlflow(tracking_config), run_name="fit")
+        fit(run, 7)  # type: ignore[operator]
+        return run.run_id
+
+    run_id = pipeline()
+    client = MlflowClient(tracking_config.tracking_uri)
+    assert len(client.get_metric_history(run_id, "loss")) == 7
+    data = client.get_run(run_id).data
+    assert data.params == {"epochs": "7"} and data.tags["phase"] == "done"
+    client.set_terminated(run_id)
