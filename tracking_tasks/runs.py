@@ -42,10 +42,22 @@ def _identity_lock(identity: str) -> threading.Lock:
 
 
 def get_run_info(run: RunRef) -> RunInfo:
-    """Fetch a run's info (status, times) from its tracking server.
+    """Fetch a run's current info (status, start and end time) from its tracking server.
+
+    Args:
+        run: The run handle.
+
+    Returns:
+        MLflow's ``RunInfo`` for the run.
 
     Raises:
         RunNotFoundError: the run does not exist there.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow
+        ... def check(run: RunRef) -> str:
+        ...     return get_run_info(run).status
     """
     from mlflow.exceptions import MlflowException
 
