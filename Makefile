@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -36,3 +36,6 @@ lint: .venv/.synced
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache
+
+bench: .venv/.synced
+	.venv/bin/python -m bench

@@ -64,7 +64,7 @@ def test_crashed_flow_fails_its_runs(tracking_config: TrackingConfig) -> None:
 
 
 def test_cancellation_hook_kills_runs_from_another_process(
-    tracking_config: TrackingConfig,
+    tracking_config: TrackingConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Prefect's runner calls on_cancellation hooks in its own process with a Cancelling
     state; that process never saw the runs opened, so the hook finds them through the
@@ -82,7 +82,9 @@ def test_cancellation_hook_kills_runs_from_another_process(
         flow_run = client.read_flow_run(flow_run_id)
     assert any(k.startswith(LOCATION_LABEL_PREFIX) for k in flow_run.labels)
     MlflowClient(tracking_config.tracking_uri).update_run(ref.run_id, status="RUNNING")
-    lifecycle._locations.clear()  # a fresh process: nothing remembered
+    # a fresh process: nothing remembered, and another name in the labels
+    monkeypatch.setattr(lifecycle, "_memory", type(lifecycle._memory)())
+    monkeypatch.setattr(lifecycle, "PROCESS_TOKEN", "otherprc")
 
     hooks = mlflow_state_hooks()["on_cancellation"]
     for hook in hooks:

@@ -114,8 +114,13 @@ def test_task_retry_gets_the_same_run(tracking_config: TrackingConfig) -> None:
     assert histories[0].count("Retrying") == 2
 
 
-def test_flow_retry_gets_the_same_run_and_reopens_it(tracking_config: TrackingConfig) -> None:
-    from tracking_tasks import end_mlflow_run
+@pytest.mark.parametrize("new_process", [False, True], ids=["same-process", "new-process"])
+def test_flow_retry_gets_the_same_run_and_reopens_it(
+    tracking_config: TrackingConfig, new_process: bool
+) -> None:
+    """The retry finds the run from this process's memory, or (as a retry in a fresh
+    process would) by searching the server for the run's identity tag."""
+    from tracking_tasks import end_mlflow_run, lifecycle
 
     seen: list[str] = []
 
@@ -127,6 +132,8 @@ def test_flow_retry_gets_the_same_run_and_reopens_it(tracking_config: TrackingCo
         seen.append(ref.run_id)
         if len(seen) == 1:
             end_mlflow_run(ref, "FAILED")  # the first attempt even ended it
+            if new_process:
+                lifecycle._memory.clear()
             raise RuntimeError("first attempt fails")
         return ref
 

@@ -17,6 +17,9 @@ class PrefectRunInfo:
     deployment_id: str | None = None
     task_run_id: str | None = None
     task_run_name: str | None = None
+    #: False when Prefect counts an earlier run of this task or flow run (a retry), or
+    #: when it cannot tell (outside a task run).
+    is_first_attempt: bool = False
 
     def tags(self) -> dict[str, str]:
         """MLflow tags naming this Prefect run (absent values left out)."""
@@ -48,6 +51,12 @@ def current_run_info() -> PrefectRunInfo:
         deployment_id=str(flow_run.deployment_id) if flow_run and flow_run.deployment_id else None,
         task_run_id=str(task_run.id) if task_run else None,
         task_run_name=task_run.name if task_run else None,
+        is_first_attempt=bool(
+            task_run is not None
+            and task_run.run_count <= 1
+            and (task_run.flow_run_run_count or 0) <= 1
+            and (flow_run is None or flow_run.run_count <= 1)
+        ),
     )
 
 

@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prefect import task
@@ -29,11 +30,27 @@ FLOW_RUN_TAG = "prefect.flow_run_id"
 _logger = get_logger("tracking_tasks")
 _MAX_REMEMBERED_FLOW_RUNS = 10_000
 _Location = tuple[str, str | None, str]  # (tracking_uri, registry_uri, experiment_id)
-_locations: OrderedDict[str, set[_Location]] = OrderedDict()
-_locations_lock = threading.Lock()
-
-
 LOCATION_LABEL_PREFIX = "tracking-tasks.mlflow."
+# Names this process in flow-run labels, so a hook can tell whether runs were opened
+# elsewhere (and must be searched for) or only here (and are known by id).
+PROCESS_TOKEN = uuid.uuid4().hex[:8]
+
+
+@dataclass
+class _FlowRunMemory:
+    """What this process opened under one flow run."""
+
+    locations: set[_Location] = field(default_factory=set)
+    runs: dict[str, _Location] = field(default_factory=dict)  # run id -> location
+    identities: dict[str, str] = field(default_factory=dict)  # identity tag -> run id
+
+
+_memory: OrderedDict[str, _FlowRunMemory] = OrderedDict()
+_memory_lock = threading.Lock()
+
+
+def _location(where: TrackingContext | RunRef) -> _Location:
+    return (where.tracking_uri, where.registry_uri, where.experiment_id)
 
 
 def _label(location: _Location) -> tuple[str, str]:
@@ -46,8 +63,8 @@ def _label(location: _Location) -> tuple[str, str]:
         },
         sort_keys=True,
     )
-    key = LOCATION_LABEL_PREFIX + hashlib.sha256(value.encode()).hexdigest()[:12]
-    return key, value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+    return f"{LOCATION_LABEL_PREFIX}{digest}.{PROCESS_TOKEN}", value
 
 
 def _record_on_flow_run(flow_run_id: str, location: _Location) -> None:
@@ -68,38 +85,67 @@ def _record_on_flow_run(flow_run_id: str, location: _Location) -> None:
         )
 
 
-def _labelled_locations(flow_run_id: str) -> set[_Location]:
+def _labelled_locations(flow_run_id: str) -> dict[_Location, set[str]]:
+    """Locations named in the flow run's labels, each with the processes that named it."""
     from prefect.client.orchestration import get_client as get_prefect_client
 
     with get_prefect_client(sync_client=True) as client:
         labels = client.read_flow_run(uuid.UUID(flow_run_id)).labels or {}
-    found: set[_Location] = set()
+    found: dict[_Location, set[str]] = {}
     for key, value in labels.items():
         if key.startswith(LOCATION_LABEL_PREFIX) and isinstance(value, str):
             data = json.loads(value)
-            found.add((data["tracking_uri"], data["registry_uri"], data["experiment_id"]))
+            location = (data["tracking_uri"], data["registry_uri"], data["experiment_id"])
+            found.setdefault(location, set()).add(key.rsplit(".", 1)[-1])
     return found
+
+
+def _flow_run_memory(flow_run_id: str) -> _FlowRunMemory:
+    # caller holds _memory_lock
+    memory = _memory.setdefault(flow_run_id, _FlowRunMemory())
+    _memory.move_to_end(flow_run_id)
+    while len(_memory) > _MAX_REMEMBERED_FLOW_RUNS:
+        _memory.popitem(last=False)
+    return memory
 
 
 def remember_location(flow_run_id: str | None, where: TrackingContext | RunRef) -> None:
     """Record that a flow run tracks into an experiment, for that flow run's state hooks.
 
     Kept in this process (shared by every thread, so runs opened on task-runner threads
-    are found) and, once per flow run and experiment, as a label on the Prefect flow run
-    (so hooks that the runner runs in another process find them too).
+    are found) and, once per flow run, experiment and process, as a label on the Prefect
+    flow run (so hooks that the runner runs in another process find them too).
     """
     if flow_run_id is None:
         return
-    location = (where.tracking_uri, where.registry_uri, where.experiment_id)
-    with _locations_lock:
-        known = _locations.setdefault(flow_run_id, set())
+    location = _location(where)
+    with _memory_lock:
+        known = _flow_run_memory(flow_run_id).locations
         is_new = location not in known
         known.add(location)
-        _locations.move_to_end(flow_run_id)
-        while len(_locations) > _MAX_REMEMBERED_FLOW_RUNS:
-            _locations.popitem(last=False)
     if is_new:
         _record_on_flow_run(flow_run_id, location)
+
+
+def remember_run(flow_run_id: str | None, ref: RunRef, identity: str | None) -> None:
+    """Record a run opened under a flow run, so its hooks can end it by id."""
+    if flow_run_id is None:
+        return
+    remember_location(flow_run_id, ref)
+    with _memory_lock:
+        memory = _flow_run_memory(flow_run_id)
+        memory.runs[ref.run_id] = _location(ref)
+        if identity is not None:
+            memory.identities[identity] = ref.run_id
+
+
+def known_run_id(flow_run_id: str | None, identity: str) -> str | None:
+    """The run this process already opened for ``identity`` in this flow run, if any."""
+    if flow_run_id is None:
+        return None
+    with _memory_lock:
+        memory = _memory.get(flow_run_id)
+        return memory.identities.get(identity) if memory else None
 
 
 def state_to_run_status(state: Any) -> RunStatus | None:
@@ -126,56 +172,77 @@ def state_to_run_status(state: Any) -> RunStatus | None:
     return None
 
 
+def _search_open_runs(location: _Location, flow_run_id: str) -> list[str]:
+    from mlflow.entities import ViewType
+
+    tracking_uri, registry_uri, experiment_id = location
+    client = get_client(tracking_uri, registry_uri)
+    run_ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}' AND attributes.status = 'RUNNING'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            page_token=token,
+        )
+        run_ids.extend(run.info.run_id for run in page)
+        token = page.token
+        if not token:
+            return run_ids
+
+
 def end_open_runs(
     flow_run_id: str,
     status: RunStatus,
     state_name: str,
     extra: tuple[_Location, ...] = (),
 ) -> list[str]:
-    """End every still-RUNNING MLflow run tagged with ``flow_run_id``; return their ids.
+    """End every still-RUNNING MLflow run opened under ``flow_run_id``; return their ids.
 
-    Runs already FINISHED, FAILED or KILLED are left as they are.
+    Runs this process opened are checked by id (one request each); experiments where
+    another process opened runs (per the flow run's labels), and ``extra``, are searched
+    by the ``prefect.flow_run_id`` tag. Runs already ended are left as they are.
     """
-    from mlflow.entities import ViewType
-
-    with _locations_lock:
-        locations = set(_locations.pop(flow_run_id, set())) | set(extra)
+    with _memory_lock:
+        memory = _memory.pop(flow_run_id, _FlowRunMemory())
     errors: list[str] = []
+    to_search: set[_Location] = set(extra)
     try:
-        locations |= _labelled_locations(flow_run_id)
+        for location, processes in _labelled_locations(flow_run_id).items():
+            if processes - {PROCESS_TOKEN}:
+                to_search.add(location)
     except Exception as exc:
         errors.append(f"reading the labels of Prefect flow run {flow_run_id}: {exc}")
+        to_search |= memory.locations  # cannot tell who else tracked: search what we know
+
+    candidates: dict[str, _Location] = {}
+    for location in sorted(to_search, key=str):
+        try:
+            candidates.update(dict.fromkeys(_search_open_runs(location, flow_run_id), location))
+        except Exception as exc:
+            errors.append(f"{redact_uri(location[0])} experiment {location[2]}: {exc}")
+    searched = set(candidates)
+    for run_id, location in memory.runs.items():
+        candidates.setdefault(run_id, location)
+
     ended: list[str] = []
-    for tracking_uri, registry_uri, experiment_id in sorted(locations, key=str):
+    for run_id, (tracking_uri, registry_uri, _) in candidates.items():
         client = get_client(tracking_uri, registry_uri)
         try:
-            token = None
-            open_runs: list[Any] = []
-            while True:
-                page = client.search_runs(
-                    [experiment_id],
-                    filter_string=(
-                        f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}' AND attributes.status = 'RUNNING'"
-                    ),
-                    run_view_type=ViewType.ACTIVE_ONLY,
-                    max_results=1000,
-                    page_token=token,
-                )
-                open_runs.extend(page)
-                token = page.token
-                if not token:
-                    break
-            for run in open_runs:
-                client.set_tag(run.info.run_id, FINAL_STATE_TAG, state_name)
-                client.set_terminated(run.info.run_id, status=status)
-                ended.append(run.info.run_id)
+            if run_id not in searched and client.get_run(run_id).info.status != "RUNNING":
+                continue  # ended already: never overwritten
+            client.set_tag(run_id, FINAL_STATE_TAG, state_name)
+            client.set_terminated(run_id, status=status)
+            ended.append(run_id)
         except Exception as exc:
-            errors.append(f"{redact_uri(tracking_uri)} experiment {experiment_id}: {exc}")
+            errors.append(f"run {run_id} on {redact_uri(tracking_uri)}: {exc}")
     if errors:
         raise RuntimeError(
             f"could not end the MLflow runs of flow run {flow_run_id} as {status}: "
             + "; ".join(errors)
-            + ". The reconcile flow ends them later; check the tracking server."
+            + ". End them with end_mlflow_run or the MLflow UI; check the tracking server."
         )
     return ended
 

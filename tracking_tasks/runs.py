@@ -10,13 +10,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tracking_tasks._logging import logger
-from tracking_tasks._prefect import current_run_info, deployment_name
+from tracking_tasks._prefect import PrefectRunInfo, current_run_info, deployment_name
 from tracking_tasks.batching import now_ms, send_batch
 from tracking_tasks.clients import error_code, get_client
 from tracking_tasks.exceptions import RunCreationError, RunNotFoundError, TrackingConfigError
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.hashing import config_hash
-from tracking_tasks.lifecycle import TERMINAL_STATUSES, remember_location
+from tracking_tasks.lifecycle import TERMINAL_STATUSES, known_run_id, remember_run
 from tracking_tasks.urls import is_http_uri, redact_uri
 from tracking_tasks.validation import check_metrics, check_params, check_tags
 
@@ -69,6 +69,22 @@ def get_run_info(run: RunRef) -> RunInfo:
                 f"MLflow run {run.run_id} does not exist on {redact_uri(run.tracking_uri)}"
             ) from exc
         raise
+
+
+def _find_again(context: TrackingContext, identity: str, info: PrefectRunInfo) -> RunInfo | None:
+    """Find the run an earlier call or attempt opened for ``identity``, if any.
+
+    This process remembers the runs it opened; an earlier attempt (a task or flow retry,
+    possibly in another process) can only exist when Prefect counts more than one run
+    of the task or the flow, and only then is the server searched (a search costs far
+    more than a create).
+    """
+    run_id = known_run_id(info.flow_run_id, identity)
+    if run_id is not None:
+        return get_client(context.tracking_uri, context.registry_uri).get_run(run_id).info
+    if info.is_first_attempt:
+        return None
+    return _find_by_identity(context, identity)
 
 
 def _find_by_identity(context: TrackingContext, identity: str) -> RunInfo | None:
@@ -185,9 +201,11 @@ def create_mlflow_run(
 
     client = get_client(context.tracking_uri, context.registry_uri)
     lock = _identity_lock(identity) if identity else threading.Lock()
+    existing: RunInfo | None = None
     try:
         with lock:
-            existing = _find_by_identity(context, identity) if identity else None
+            if identity is not None:
+                existing = _find_again(context, identity, info)
             if existing is not None:
                 if existing.status in TERMINAL_STATUSES:
                     client.update_run(existing.run_id, status="RUNNING")
@@ -203,29 +221,28 @@ def create_mlflow_run(
                         existing.run_id,
                         existing.run_name,
                     )
-                client.set_tag(existing.run_id, "prefect.task_run_id", info.task_run_id or "")
                 run_info = existing
             else:
                 run = client.create_run(
                     context.experiment_id, start_time=now_ms(), tags=all_tags, run_name=run_name
                 )
                 run_info = run.info
+            ref = RunRef(
+                run_id=run_info.run_id,
+                experiment_id=context.experiment_id,
+                run_name=run_info.run_name or run_name or run_info.run_id,
+                tracking_uri=context.tracking_uri,
+                registry_uri=context.registry_uri,
+                parent_run_id=parent,
+                config_hash=digest,
+            )
+            remember_run(info.flow_run_id, ref, identity)
     except MlflowException as exc:
         raise RunCreationError(
             f"could not create MLflow run {run_name!r} in experiment {context.experiment_id} "
             f"on {redact_uri(context.tracking_uri)}: {exc.message}"
         ) from exc
 
-    ref = RunRef(
-        run_id=run_info.run_id,
-        experiment_id=context.experiment_id,
-        run_name=run_info.run_name or run_name or run_info.run_id,
-        tracking_uri=context.tracking_uri,
-        registry_uri=context.registry_uri,
-        parent_run_id=parent,
-        config_hash=digest,
-    )
-    remember_location(info.flow_run_id, ref)
     if existing is None:
         logger().info(
             "Created MLflow run %s (%s)%s",

@@ -143,11 +143,18 @@ def point_fluent_api(context: TrackingContext) -> None:
     then lands in the same place; the library itself never relies on it.
     """
     import mlflow
+    from mlflow.tracking import fluent
 
     mlflow.set_tracking_uri(context.tracking_uri)
     if context.registry_uri:
         mlflow.set_registry_uri(context.registry_uri)
-    mlflow.set_experiment(experiment_id=context.experiment_id)
+    if hasattr(fluent, "_active_experiment_id"):
+        # What mlflow.set_experiment(experiment_id=...) does, without its request to fetch
+        # an experiment that _ensure_experiment has just found or created.
+        fluent._active_experiment_id = context.experiment_id  # type: ignore[assignment]
+        os.environ["MLFLOW_EXPERIMENT_ID"] = context.experiment_id
+    else:  # a future MLflow without that global: take the public, slower path
+        mlflow.set_experiment(experiment_id=context.experiment_id)
 
 
 def _setup(
