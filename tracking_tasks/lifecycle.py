@@ -7,9 +7,8 @@ import json
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -253,9 +252,16 @@ def _locations_of(target: TrackingContext | RunRef | None) -> tuple[_Location, .
     return ((target.tracking_uri, target.registry_uri, target.experiment_id),)
 
 
-def mlflow_state_hooks(
-    context: TrackingContext | None = None,
-) -> dict[str, list[Callable[..., None]]]:
+class FlowStateHooks(TypedDict):
+    """The ``@flow`` keyword arguments ``mlflow_state_hooks`` returns."""
+
+    on_completion: list[Any]
+    on_failure: list[Any]
+    on_crashed: list[Any]
+    on_cancellation: list[Any]
+
+
+def mlflow_state_hooks(context: TrackingContext | None = None) -> FlowStateHooks:
     """Return ``@flow`` keyword arguments whose hooks end the flow run's MLflow runs.
 
     On the flow run's final state, every MLflow run still RUNNING that was opened under
@@ -298,12 +304,12 @@ def mlflow_state_hooks(
                 status,
             )
 
-    return {
-        "on_completion": [end_mlflow_runs_hook],
-        "on_failure": [end_mlflow_runs_hook],
-        "on_crashed": [end_mlflow_runs_hook],
-        "on_cancellation": [end_mlflow_runs_hook],
-    }
+    return FlowStateHooks(
+        on_completion=[end_mlflow_runs_hook],
+        on_failure=[end_mlflow_runs_hook],
+        on_crashed=[end_mlflow_runs_hook],
+        on_cancellation=[end_mlflow_runs_hook],
+    )
 
 
 @task(name="end_mlflow_run", cache_policy=NO_CACHE)  # ends a run: must act every time
