@@ -8,10 +8,12 @@ one fault instead:
   both connections (TCP RST) in the middle of the body;
 - ``503``     read the whole request, answer ``503 Service Unavailable`` (not forwarded);
 - ``429``     read the whole request, answer ``429 Too Many Requests`` (not forwarded);
+- ``403``     read the whole request, answer ``403 Forbidden``: a permanent refusal;
 - ``stall``   forward the whole request upstream (so the server does the work), then
   hold the client's connection silent for ``--stall-seconds`` and close it unanswered.
 
-Selection: requests whose ``METHOD path`` matches ``--match`` (a regex) are candidates;
+Selection: requests whose ``METHOD path`` matches ``--match`` (a regex) are candidates
+(counted even with ``--fault none``, so tests can count requests of a kind);
 the first ``--first`` candidates are faulted, then each later one with probability
 ``--fraction`` (seeded by ``--seed``). The control endpoint ``/__faultproxy__`` (never
 forwarded) answers GET with counters as JSON and takes a POST of a JSON object with any
@@ -44,7 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 CONTROL_PATH = "/__faultproxy__"
-FAULTS = ("none", "refuse", "reset", "503", "429", "stall")
+FAULTS = ("none", "refuse", "reset", "503", "429", "403", "stall")
 _CHUNK = 256 * 1024
 _HOP_BY_HOP = {
     "connection",
@@ -102,9 +104,11 @@ class Policy:
         """The fault for this request ("none" to forward it untouched)."""
         with self.lock:
             self.seen += 1
-            if self.fault == "none" or not self.match.search(f"{method} {path}"):
+            if not self.match.search(f"{method} {path}"):
                 return "none"
             self.candidates += 1
+            if self.fault == "none":
+                return "none"
             hit = self.candidates <= self.first or (
                 self.fraction > 0 and self.random.random() < self.fraction
             )
@@ -189,7 +193,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
             _abort(self.connection)
             return
         length = self._body_length()
-        if fault in ("503", "429"):
+        if fault in ("503", "429", "403"):
             self._drain(length)
             message = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"faultproxy {fault}"}
             self._answer(int(fault), json.dumps(message).encode())

@@ -805,8 +805,10 @@ def _download(
                     f"{where} holds {len(extra)} files its manifest does not list: {extra[:10]}"
                 )
 
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tt-download-", dir=dst.parent))
+        # staging on dst's filesystem (for os.replace), in its nearest existing ancestor,
+        # so that a refused download leaves no folder behind
+        anchor = next(p for p in (dst.parent, *dst.parent.parents) if p.is_dir())
+        staging = Path(tempfile.mkdtemp(prefix=".tt-download-", dir=anchor))
         try:
             fetched = staging / "fetched"
 
