@@ -499,3 +499,22 @@ def test_download_refuses_tampered_and_incomplete_uploads(run: RunRef, tmp_path:
 def test_importing_the_library_does_not_import_mlflow() -> None:
     code = "import sys, tracking_tasks; assert 'mlflow' not in sys.modules, 'mlflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_local_sqlite_store_goes_through_mlflows_repository(
+    tmp_path: Path, fluent_reset: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the local store's artifacts go to ./mlruns
+    config = TrackingConfig(
+        experiment_name="local", tracking_uri=f"sqlite:///{tmp_path / 'local.db'}"
+    )
+    ref = _run(config)
+    try:
+        source = _make_tree(tmp_path / "src", files=2)
+        manifest = upload_artifacts.fn(ref, source, "ckpt", archive=True)
+        assert manifest.complete and manifest.files[0].path == "src.tar.gz"
+        assert upload_artifacts.fn(ref, source, "ckpt", archive=True) == manifest
+        restored = download_artifacts.fn(ref, "ckpt", tmp_path / "restored")
+        assert _tree_bytes(restored) == _tree_bytes(source)
+    finally:
+        _end(ref)
