@@ -51,3 +51,32 @@ def test_run_logger_example_runs(repo_root: Path, tracking_config: TrackingConfi
     data = client.get_run(run_id).data
     assert data.params == {"epochs": "7"} and data.tags["phase"] == "done"
     client.set_terminated(run_id)
+
+
+def test_artifacts_example_runs(
+    repo_root: Path,
+    tracking_config: TrackingConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    block = next(b for b in _python_blocks(repo_root) if "log_best_checkpoint" in b)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tracking_config.tracking_uri))
+    checkpoint = tmp_path / "mnt" / "step-900"
+    (checkpoint / "optimizer").mkdir(parents=True)
+    (checkpoint / "model.bin").write_bytes(bytes(range(256)) * 4096)
+    (checkpoint / "optimizer" / "state.bin").write_bytes(b"adam" * 1000)
+    configs = tmp_path / "code" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "train.yaml").write_text("lr: 0.1\n")
+
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(block, "README.md", "exec"), namespace)
+    run_id = namespace["train"](str(checkpoint), config_dir=str(configs))  # type: ignore[operator]
+    restored = namespace["restore"](run_id, str(tmp_path / "restored"))  # type: ignore[operator]
+
+    assert restored == (tmp_path / "restored" / "checkpoint").resolve()
+    for name in ("model.bin", "optimizer/state.bin"):
+        assert (restored / name).read_bytes() == (checkpoint / name).read_bytes()
+    assert (tmp_path / "restored" / "config" / "train.yaml").read_text() == "lr: 0.1\n"
+    run = MlflowClient(tracking_config.tracking_uri).get_run(run_id)
+    assert run.info.status == "FINISHED"

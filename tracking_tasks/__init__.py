@@ -1,16 +1,32 @@
 """MLflow experiment tracking as Prefect tasks, subflows and state hooks."""
 
+from tracking_tasks.artifacts import (
+    MANIFEST_NAME,
+    ArtifactManifest,
+    CheckpointArtifacts,
+    ManifestEntry,
+    download_artifacts,
+    log_best_checkpoint,
+    retry_on_transient_fault,
+    upload_artifacts,
+)
 from tracking_tasks.batching import RunLogger
 from tracking_tasks.config import TrackingConfig
 from tracking_tasks.exceptions import (
+    ArtifactError,
+    ArtifactNotFoundError,
+    ArtifactVerificationError,
     ConfigHashError,
     CredentialInURIError,
     ExperimentSetupError,
     InvalidLogDataError,
+    LocalArtifactPathError,
     RunCreationError,
     RunNotFoundError,
     TrackingConfigError,
     TrackingTasksError,
+    TransientArtifactError,
+    UnsafeArtifactPathError,
 )
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.hashing import canonical_json, config_hash
@@ -44,18 +60,26 @@ from tracking_tasks.urls import experiment_url, redact_uri, run_url
 __version__ = "0.1.0"
 
 __all__ = [
+    "MANIFEST_NAME",
+    "ArtifactError",
+    "ArtifactManifest",
+    "ArtifactNotFoundError",
+    "ArtifactVerificationError",
     "BenchmarkOutput",
     "BenchmarkResult",
+    "CheckpointArtifacts",
     "ConfigHashError",
     "ConversionOutput",
     "ConversionResult",
     "CredentialInURIError",
     "ExperimentSetupError",
     "InvalidLogDataError",
+    "LocalArtifactPathError",
     "MLflowBenchmarkTracker",
     "MLflowConversionTracker",
     "MLflowSweepTracker",
     "MLflowTrainingTracker",
+    "ManifestEntry",
     "RunCreationError",
     "RunLogger",
     "RunNotFoundError",
@@ -68,21 +92,26 @@ __all__ = [
     "TrackingConfigError",
     "TrackingContext",
     "TrackingTasksError",
+    "TransientArtifactError",
     "TrialSummary",
+    "UnsafeArtifactPathError",
     "__version__",
     "canonical_json",
     "config_hash",
     "create_mlflow_run",
+    "download_artifacts",
     "end_mlflow_run",
     "experiment_url",
     "get_run_info",
     "latency_summary",
+    "log_best_checkpoint",
     "log_metrics",
     "log_params",
     "mlflow_state_hooks",
     "redact_uri",
     "register_model_version",
     "resolve_tracking_config",
+    "retry_on_transient_fault",
     "run_trial",
     "run_url",
     "set_tags",
@@ -92,4 +121,5 @@ __all__ = [
     "track_conversion",
     "track_sweep",
     "track_training",
+    "upload_artifacts",
 ]

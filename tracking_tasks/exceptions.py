@@ -9,7 +9,16 @@ Every error the library raises on purpose derives from ``TrackingTasksError``::
     ├── ExperimentSetupError               the experiment cannot be found, made or restored
     ├── RunCreationError                   MLflow refused to create or reopen a run
     ├── InvalidLogDataError (ValueError)   a param, metric or tag MLflow would refuse
-    └── RunNotFoundError (LookupError)     a run id that the tracking server does not know
+    ├── RunNotFoundError (LookupError)     a run id that the tracking server does not know
+    └── ArtifactError                      an artifact upload or download did not complete
+        ├── TransientArtifactError         network fault, timeout, HTTP 408/429/5xx: retried
+        ├── ArtifactNotFoundError (LookupError)   nothing stored at that artifact path
+        ├── ArtifactVerificationError      what landed differs from the manifest
+        ├── UnsafeArtifactPathError (ValueError)  a name that would land outside its folder
+        └── LocalArtifactPathError (FileNotFoundError)  the local file or folder is missing
+
+Only ``TransientArtifactError`` is retried by the artifact tasks; every other error
+fails the task run at once.
 
 Foreign exceptions (``MlflowException``, connection errors) are translated where the
 library calls MLflow and re-raised ``from`` the original, so the cause stays visible.
@@ -55,3 +64,41 @@ class InvalidLogDataError(TrackingTasksError, ValueError):
 
 class RunNotFoundError(TrackingTasksError, LookupError):
     """Raised when a run id is unknown to the tracking server."""
+
+
+class ArtifactError(TrackingTasksError):
+    """Raised when an artifact upload or download fails for a reason that is not transient.
+
+    Also the base of every artifact error, so ``except ArtifactError`` catches them all.
+    """
+
+
+class TransientArtifactError(ArtifactError):
+    """Raised when a transfer failed on a fault that may pass: a refused or reset
+    connection, a timeout, HTTP 408, 429 or 5xx.
+
+    The artifact tasks retry on this error only; a retry sends just what is missing.
+    """
+
+
+class ArtifactNotFoundError(ArtifactError, LookupError):
+    """Raised when nothing is stored at the artifact path asked for."""
+
+
+class ArtifactVerificationError(ArtifactError):
+    """Raised when stored or downloaded artifacts differ from their manifest.
+
+    The message lists the files missing, extra, or with another size or sha256.
+    """
+
+
+class UnsafeArtifactPathError(ArtifactError, ValueError):
+    """Raised when an artifact name would land outside its folder.
+
+    An absolute path, a ``..`` component, a backslash, or an archive member that is a
+    link or a device; checked for every name before anything is written.
+    """
+
+
+class LocalArtifactPathError(ArtifactError, FileNotFoundError):
+    """Raised when the local file or folder to upload does not exist or is unreadable."""

@@ -1,0 +1,194 @@
+"""Artifact uploads: tracking_tasks vs raw MlflowClient on one `mlflow server --workers 1`.
+
+Two cases, in one run against the same server:
+
+- many small files (default 1,000 of 10 KB): ``upload_artifacts.fn`` vs
+  ``MlflowClient.log_artifacts`` (goal: the library at least 3x faster);
+- one large file (default 1 GB): ``upload_artifacts.fn`` vs ``MlflowClient.log_artifact``
+  (goal: within 1.1x of raw) and the uploading process's peak RSS growth (goal: under
+  100 MB).
+
+Every measurement runs in a fresh subprocess (so RSS growth is that upload's alone)
+and uploads to a fresh artifact path (so the library's resumption skips nothing). The
+library's time includes what raw MLflow does not do: hashing every file, listing before
+and after, and storing the manifest twice. Median, min and max of ``--reps`` repetitions
+(``--large-reps`` for the large file) are printed with the ratios and written as JSON to
+``bench/results/artifacts.json``.
+
+    .venv/bin/python bench/bench_artifacts.py                      # full size
+    .venv/bin/python bench/bench_artifacts.py --large-mb 100       # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def worker(mode: str, uri: str, run_id: str, experiment_id: str, src: str, dest: str) -> None:
+    """One upload in this process; print seconds and peak RSS growth as JSON."""
+    import resource
+
+    from mlflow import MlflowClient
+
+    from tracking_tasks import RunRef, upload_artifacts
+
+    client = MlflowClient(uri)
+    run = RunRef(run_id=run_id, experiment_id=experiment_id, run_name="bench", tracking_uri=uri)
+    client.get_run(run_id)  # warm the client's connection and artifact repo lookups alike
+    baseline = _rss_kb()
+    start = time.perf_counter()
+    if mode == "lib":
+        upload_artifacts.fn(run, src, dest)
+    elif Path(src).is_dir():
+        client.log_artifacts(run_id, src, dest)
+    else:
+        client.log_artifact(run_id, src, dest)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "rss_growth_mb": max(0, peak - baseline) / 1024}))
+
+
+def _measure(mode: str, uri: str, run: Any, src: Path, dest: str) -> dict[str, float]:
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    out = subprocess.run(
+        [
+            sys.executable, __file__, "--worker", mode, uri, run.info.run_id,
+            run.info.experiment_id, str(src), dest,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )  # fmt: skip
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _make_small(root: Path, count: int, size_kb: int) -> Path:
+    root.mkdir(parents=True)
+    for i in range(count):
+        (root / f"shard-{i:05d}.bin").write_bytes(os.urandom(size_kb * 1024))
+    return root
+
+
+def _make_large(path: Path, size_mb: int) -> Path:
+    block = os.urandom(1024 * 1024)
+    with path.open("wb") as f:
+        for i in range(size_mb):
+            f.write(block[i % 256 :] + block[: i % 256])  # distinct blocks, cheap to make
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--file-kb", type=int, default=10)
+    parser.add_argument("--large-mb", type=int, default=1024)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--large-reps", type=int, default=3)
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "artifacts.json"))
+    args = parser.parse_args()
+
+    from mlflow import MlflowClient
+
+    from tests.servers import start_mlflow_server
+
+    work = Path(tempfile.mkdtemp(prefix="tt-bench-artifacts-"))
+    (work / "server").mkdir()
+    server = start_mlflow_server(work / "server")
+    try:
+        client = MlflowClient(server.url)
+        experiment_id = client.create_experiment("bench-artifacts")
+        run = client.create_run(experiment_id, run_name="bench")
+        stored = work / "server" / "artifacts" / experiment_id / run.info.run_id / "artifacts"
+        small = _make_small(work / "small", args.files, args.file_kb)
+        large = _make_large(work / "large.bin", args.large_mb)
+
+        results: dict[str, Any] = {
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+            "params": vars(args),
+        }
+        for case, src, reps in (
+            ("small_files", small, args.reps),
+            ("large_file", large, args.large_reps),
+        ):
+            times: dict[str, list[float]] = {"lib": [], "raw": []}
+            rss: dict[str, list[float]] = {"lib": [], "raw": []}
+            for rep in range(reps):
+                for mode in ("raw", "lib") if rep % 2 else ("lib", "raw"):
+                    dest = f"{case}-{mode}-{rep}"
+                    measured = _measure(mode, server.url, run, src, dest)
+                    times[mode].append(measured["seconds"])
+                    rss[mode].append(measured["rss_growth_mb"])
+                    shutil.rmtree(stored / dest, ignore_errors=True)  # keep the disk free
+            entry = {
+                "reps": reps,
+                "seconds": {mode: _summary(v) for mode, v in times.items()},
+                "rss_growth_mb": {mode: _summary(v) for mode, v in rss.items()},
+            }
+            lib_median = entry["seconds"]["lib"]["median"]
+            raw_median = entry["seconds"]["raw"]["median"]
+            entry["raw_over_lib"] = raw_median / lib_median
+            entry["lib_over_raw"] = lib_median / raw_median
+            results[case] = entry
+            print(
+                f"{case}: lib median {lib_median:.2f}s (min {min(times['lib']):.2f}, max "
+                f"{max(times['lib']):.2f}), raw median {raw_median:.2f}s (min "
+                f"{min(times['raw']):.2f}, max {max(times['raw']):.2f}); raw/lib "
+                f"{entry['raw_over_lib']:.2f}x, lib/raw {entry['lib_over_raw']:.2f}x; peak RSS "
+                f"growth lib {entry['rss_growth_mb']['lib']['max']:.1f} MB, raw "
+                f"{entry['rss_growth_mb']['raw']['max']:.1f} MB",
+                flush=True,
+            )
+        small_ok = results["small_files"]["raw_over_lib"] >= 3
+        large_ok = results["large_file"]["lib_over_raw"] <= 1.1
+        rss_ok = results["large_file"]["rss_growth_mb"]["lib"]["max"] < 100
+        results["goals"] = {
+            "small_files_at_least_3x_faster": small_ok,
+            "large_file_within_1_1x": large_ok,
+            "large_file_rss_growth_under_100_mb": rss_ok,
+        }
+        print("goals:", json.dumps(results["goals"]))
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {out}")
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(*sys.argv[2:8])
+    else:
+        main()

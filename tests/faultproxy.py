@@ -1,0 +1,306 @@
+"""A fault-injecting HTTP proxy, run as its own process in front of a real `mlflow server`.
+
+It forwards every request to ``--upstream`` and, for the requests it selects, injects
+one fault instead:
+
+- ``refuse``  accept the connection, then abort it (TCP RST) before reading anything;
+- ``reset``   forward the headers and half of the request body upstream, then abort
+  both connections (TCP RST) in the middle of the body;
+- ``503``     read the whole request, answer ``503 Service Unavailable`` (not forwarded);
+- ``429``     read the whole request, answer ``429 Too Many Requests`` (not forwarded);
+- ``403``     read the whole request, answer ``403 Forbidden``: a permanent refusal;
+- ``stall``   forward the whole request upstream (so the server does the work), then
+  hold the client's connection silent for ``--stall-seconds`` and close it unanswered.
+
+Selection: requests whose ``METHOD path`` matches ``--match`` (a regex) are candidates
+(counted even with ``--fault none``, so tests can count requests of a kind);
+the first ``--first`` candidates are faulted, then each later one with probability
+``--fraction`` (seeded by ``--seed``). The control endpoint ``/__faultproxy__`` (never
+forwarded) answers GET with counters as JSON and takes a POST of a JSON object with any
+of ``fault``, ``first``, ``fraction``, ``match``, ``seed``, ``stall_seconds`` to
+reconfigure (counters reset).
+
+Usage::
+
+    python tests/faultproxy.py --upstream http://127.0.0.1:5000 --port 0 \\
+        --fault reset --first 3 --match 'PUT /api/2.0/mlflow-artifacts/'
+
+The port it listens on is printed on the first line of stdout (``listening PORT``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import random
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+CONTROL_PATH = "/__faultproxy__"
+FAULTS = ("none", "refuse", "reset", "503", "429", "403", "stall")
+_CHUNK = 256 * 1024
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+
+
+class Policy:
+    """Which requests get which fault; thread-safe counters."""
+
+    def __init__(
+        self,
+        fault: str = "none",
+        first: int = 0,
+        fraction: float = 0.0,
+        match: str = ".*",
+        seed: int = 0,
+        stall_seconds: float = 5.0,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.configure(
+            fault=fault,
+            first=first,
+            fraction=fraction,
+            match=match,
+            seed=seed,
+            stall_seconds=stall_seconds,
+        )
+
+    def configure(self, **options: Any) -> None:
+        with self.lock:
+            fault = str(options.get("fault", getattr(self, "fault", "none")))
+            if fault not in FAULTS:
+                raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
+            self.fault = fault
+            self.first = int(options.get("first", getattr(self, "first", 0)))
+            self.fraction = float(options.get("fraction", getattr(self, "fraction", 0.0)))
+            self.match = re.compile(str(options.get("match", getattr(self, "match_text", ".*"))))
+            self.match_text = self.match.pattern
+            self.random = random.Random(int(options.get("seed", 0)))
+            self.stall_seconds = float(
+                options.get("stall_seconds", getattr(self, "stall_seconds", 5.0))
+            )
+            self.seen = 0
+            self.candidates = 0
+            self.injected = 0
+            self.forwarded = 0
+
+    def choose(self, method: str, path: str) -> str:
+        """The fault for this request ("none" to forward it untouched)."""
+        with self.lock:
+            self.seen += 1
+            if not self.match.search(f"{method} {path}"):
+                return "none"
+            self.candidates += 1
+            if self.fault == "none":
+                return "none"
+            hit = self.candidates <= self.first or (
+                self.fraction > 0 and self.random.random() < self.fraction
+            )
+            if hit:
+                self.injected += 1
+                return self.fault
+            return "none"
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "fault": self.fault,
+                "first": self.first,
+                "fraction": self.fraction,
+                "match": self.match_text,
+                "stall_seconds": self.stall_seconds,
+                "seen": self.seen,
+                "candidates": self.candidates,
+                "injected": self.injected,
+                "forwarded": self.forwarded,
+            }
+
+    def count_forwarded(self) -> None:
+        with self.lock:
+            self.forwarded += 1
+
+
+def _abort(sock: socket.socket) -> None:
+    """Close a socket with a TCP RST instead of an orderly FIN."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ProxyServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+    def _body_length(self) -> int:
+        return int(self.headers.get("Content-Length") or 0)
+
+    def _drain(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(_CHUNK, length))
+            if not chunk:
+                break
+            length -= len(chunk)
+
+    def _answer(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 429:
+            self.send_header("Retry-After", "0")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _control(self) -> None:
+        policy = self.server.policy
+        if self.command == "POST":
+            try:
+                options = json.loads(self.rfile.read(self._body_length()) or b"{}")
+                policy.configure(**options)
+            except (ValueError, TypeError) as exc:
+                self._answer(400, json.dumps({"error": str(exc)}).encode())
+                return
+        else:
+            self._drain(self._body_length())
+        self._answer(200, json.dumps(policy.stats()).encode())
+
+    def _handle(self) -> None:
+        if urlsplit(self.path).path == CONTROL_PATH:
+            self._control()
+            return
+        fault = self.server.policy.choose(self.command, self.path)
+        if fault == "refuse":
+            self.close_connection = True
+            _abort(self.connection)
+            return
+        length = self._body_length()
+        if fault in ("503", "429", "403"):
+            self._drain(length)
+            message = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"faultproxy {fault}"}
+            self._answer(int(fault), json.dumps(message).encode())
+            return
+        self._forward(fault, length)
+
+    def _forward(self, fault: str, length: int) -> None:
+        upstream = self.server.upstream
+        conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=120)
+        try:
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                if name.lower() in _HOP_BY_HOP or name.lower() == "host":
+                    continue
+                conn.putheader(name, value)
+            conn.putheader("Host", upstream.netloc)
+            conn.endheaders()
+            remaining = length
+            stop_at = length // 2 if fault == "reset" else -1
+            sent = 0
+            while remaining > 0:
+                step = min(_CHUNK, remaining)
+                if stop_at >= 0:
+                    step = min(step, max(stop_at - sent, 1))
+                chunk = self.rfile.read(step)
+                if not chunk:
+                    break
+                conn.send(chunk)
+                sent += len(chunk)
+                remaining -= len(chunk)
+                if stop_at >= 0 and sent >= stop_at:
+                    break
+            if fault == "reset":
+                self.close_connection = True
+                if conn.sock is not None:
+                    _abort(conn.sock)
+                _abort(self.connection)
+                return
+            response = conn.getresponse()
+            if fault == "stall":
+                response.read()
+                time.sleep(self.server.policy.stall_seconds)
+                self.close_connection = True
+                _abort(self.connection)
+                return
+            self.server.policy.count_forwarded()
+            self._relay(response)
+        finally:
+            conn.close()
+
+    def _relay(self, response: http.client.HTTPResponse) -> None:
+        self.send_response_only(response.status, response.reason)
+        known_length = response.getheader("Content-Length")
+        for name, value in response.getheaders():
+            if name.lower() in _HOP_BY_HOP:
+                continue
+            self.send_header(name, value)
+        if known_length is None:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        while chunk := response.read(_CHUNK):
+            self.wfile.write(chunk)
+        self.wfile.flush()
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (ConnectionError, TimeoutError, OSError):
+            self.close_connection = True
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+class ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, upstream: str, policy: Policy) -> None:
+        super().__init__(("127.0.0.1", port), ProxyHandler)
+        self.upstream = urlsplit(upstream)
+        self.policy = policy
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--upstream", required=True, help="http://host:port of the real server")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--first", type=int, default=0, help="fault the first N candidates")
+    parser.add_argument("--fraction", type=float, default=0.0, help="then fault this share")
+    parser.add_argument("--match", default=".*", help="regex on 'METHOD path'")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stall-seconds", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    policy = Policy(
+        args.fault, args.first, args.fraction, args.match, args.seed, args.stall_seconds
+    )
+    server = ProxyServer(args.port, args.upstream, policy)
+    print(f"listening {server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
