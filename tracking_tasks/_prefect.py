@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from prefect.context import FlowRunContext, TaskRunContext
 
@@ -48,7 +51,7 @@ def current_run_info() -> PrefectRunInfo:
         flow_run_id=flow_run_id,
         flow_run_name=flow_run.name if flow_run else None,
         flow_name=flow_ctx.flow.name if flow_ctx and flow_ctx.flow else None,
-        deployment_id=str(flow_run.deployment_id) if flow_run and flow_run.deployment_id else None,
+        deployment_id=_deployment_id(flow_run),
         task_run_id=str(task_run.id) if task_run else None,
         task_run_name=task_run.name if task_run else None,
         is_first_attempt=bool(
@@ -60,11 +63,30 @@ def current_run_info() -> PrefectRunInfo:
     )
 
 
+def _deployment_id(flow_run: Any) -> str | None:
+    """The deployment of the top-level flow run, also seen from its subflows.
+
+    Prefect sets a context variable for a deployment's top-level flow run that nested
+    flows inherit (a subflow's own flow run has no deployment id). Read without an API
+    call, unlike ``prefect.runtime.deployment.id`` outside a deployment.
+    """
+    try:
+        from prefect.context import _deployment_id as deployment_var
+
+        if (value := deployment_var.get()) is not None:
+            return str(value)
+    except ImportError:  # an older or newer Prefect without the variable
+        pass
+    deployment_id = getattr(flow_run, "deployment_id", None)
+    return str(deployment_id) if deployment_id else None
+
+
+@functools.lru_cache(maxsize=256)
 def deployment_name(deployment_id: str | None) -> str | None:
-    """Look up a deployment's name through Prefect's runtime module (one API call)."""
+    """Look up a deployment's name (one API call per deployment and process)."""
     if not deployment_id:
         return None
-    from prefect.runtime import deployment
+    from prefect.client.orchestration import get_client
 
-    name = deployment.name
-    return str(name) if name else None
+    with get_client(sync_client=True) as client:
+        return client.read_deployment(uuid.UUID(deployment_id)).name

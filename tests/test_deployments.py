@@ -1,0 +1,131 @@
+"""prefect.yaml on a real `prefect server`: deploy, check schedules, run the pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.helpers import experiment_runs
+from tests.servers import MlflowServer, free_port, stop_process_group, wait_http_ok
+from tracking_tasks import TrackingConfig
+
+
+def _api(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(
+        f"{url}{path}",
+        data=json.dumps(body or {}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real `prefect server start` on loopback, with its own PREFECT_HOME."""
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    log = (home / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_http_ok(f"{api}/health", 180, proc)
+        yield {**env, "PREFECT_API_URL": api}
+    finally:
+        stop_process_group(proc)
+
+
+def _prefect(env: dict[str, str], repo: Path, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "prefect", *args], env=env, cwd=repo,
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, f"prefect {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def test_deploy_all_and_run_pipeline_through_a_worker(
+    prefect_server: dict[str, str],
+    mlflow_server: MlflowServer,
+    repo_root: Path,
+    tracking_config: TrackingConfig,
+) -> None:
+    env = prefect_server
+    api = env["PREFECT_API_URL"]
+    _prefect(env, repo_root, "work-pool", "create", "tracking-tasks", "--type", "process")
+    _prefect(env, repo_root, "--no-prompt", "deploy", "--all")
+
+    deployments = {d["name"]: d for d in _api(api, "/deployments/filter")}
+    assert set(deployments) == {"pipeline", "nightly-benchmark", "demo"}
+    nightly = deployments["nightly-benchmark"]
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    assert deployments["pipeline"]["parameters"]["config"]["register_as"] == "digits-sgd"
+    assert {d["work_pool_name"] for d in deployments.values()} == {"tracking-tasks"}
+
+    worker_env = {**env, "MLFLOW_TRACKING_URI": mlflow_server.url}
+    worker_log = Path(env["PREFECT_HOME"]) / "worker.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "tracking-tasks"],
+        env=worker_env, cwd=repo_root, stdout=worker_log.open("wb"),
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        params = {
+            "config": {
+                "experiment_name": tracking_config.experiment_name,
+                "alphas": [0.001, 0.01],
+                "sweep_epochs": 2,
+                "train_epochs": 3,
+                "benchmark_calls": 20,
+                "register_as": None,
+            }
+        }
+        flow_run = _api(
+            api,
+            f"/deployments/{deployments['pipeline']['id']}/create_flow_run",
+            {"parameters": params},
+        )
+        deadline = time.monotonic() + 300
+        state = None
+        while time.monotonic() < deadline:
+            state = _api(
+                api, "/flow_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}}
+            )[0]["state"]
+            if state and state["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+                break
+            time.sleep(2)
+        assert state is not None and state["type"] == "COMPLETED", (
+            f"{state}\n{worker_log.read_text()[-4000:]}"
+        )
+    finally:
+        stop_process_group(worker)
+
+    runs = {r.info.run_name: r for r in experiment_runs(tracking_config)}
+    assert set(runs) == {"sweep", "trial-0", "trial-1", "training", "benchmark", "conversion"}
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    sweep_id = runs["sweep"].info.run_id
+    assert runs["trial-0"].data.tags["mlflow.parentRunId"] == sweep_id
+    assert runs["trial-1"].data.tags["mlflow.parentRunId"] == sweep_id
+    assert runs["training"].data.tags["tracking_tasks.lineage.sweep"] == sweep_id
+    deployment_id = deployments["pipeline"]["id"]
+    assert {r.data.tags.get("prefect.deployment_id") for r in runs.values()} == {deployment_id}
+    assert runs["training"].data.tags["prefect.deployment_name"] == "pipeline"
+    client = MlflowClient(mlflow_server.url)
+    assert client.list_artifacts(runs["conversion"].info.run_id, "converted")
