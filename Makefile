@@ -1,5 +1,5 @@
 # Two commands for a fresh machine with only Python 3.11, pip and make:
-#   make demo   installs everything into .venv and runs flows/demo.py
+#   make demo   installs everything into .venv and runs the pipeline (flows/pipeline.py)
 #   make test   installs everything into .venv and runs the whole test suite
 # uv is bootstrapped into .tools/ with pip; .venv is synced from the committed uv.lock.
 
@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint install clean bench
+.PHONY: demo demo-small test lint install clean bench
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -24,6 +24,9 @@ $(UV):
 install: .venv/.synced
 
 demo: .venv/.synced
+	.venv/bin/python flows/pipeline.py
+
+demo-small: .venv/.synced
 	.venv/bin/python flows/demo.py
 
 test: .venv/.synced

@@ -35,3 +35,31 @@ def test_demo_runs_on_embedded_default(tmp_path: Path, repo_root: Path) -> None:
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["summary.json"]
     summary = client.download_artifacts(run.info.run_id, "summary.json", str(tmp_path))
     assert '"final_loss"' in Path(summary).read_text()
+
+
+def test_pipeline_demo_runs_every_stage(tmp_path: Path, repo_root: Path) -> None:
+    """`make demo`: the whole pipeline on the embedded default, in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API"))}
+    out = subprocess.run(
+        [sys.executable, str(repo_root / "flows" / "pipeline.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    db = tmp_path / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("digits-pipeline")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    stages = {"sweep", "training", "benchmark", "conversion"}
+    assert stages | {f"trial-{i}" for i in range(4)} == set(runs)
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    for stage in stages:
+        assert runs[stage].info.run_id in out.stdout
+    assert runs["training"].data.metrics["test_accuracy"] > 0.85  # a real model learned
+    assert runs["conversion"].data.metrics["parity_max_abs_diff"] < 1e-6
+    (version,) = client.search_model_versions("name = 'digits-sgd'")
+    assert version.run_id == runs["conversion"].info.run_id
+    assert "mlflow ui --backend-store-uri" in out.stdout

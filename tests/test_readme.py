@@ -80,3 +80,21 @@ def test_artifacts_example_runs(
     assert (tmp_path / "restored" / "config" / "train.yaml").read_text() == "lr: 0.1\n"
     run = MlflowClient(tracking_config.tracking_uri).get_run(run_id)
     assert run.info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("tracker", ["track_sweep", "track_training", "track_benchmark",
+                                     "track_conversion"])  # fmt: skip
+def test_tracker_examples_run(
+    tracker: str,
+    repo_root: Path,
+    tracking_config: TrackingConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    block = next(b for b in _python_blocks(repo_root) if f"import {tracker}" in b or
+                 f", {tracker}" in b)  # fmt: skip
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tracking_config.tracking_uri))
+    exec(compile(block, "README.md", "exec"), {"__name__": "__main__"})
+    runs = experiment_runs(tracking_config.model_copy(update={"experiment_name": "Default"}))
+    stage = tracker.removeprefix("track_")
+    mine = [r for r in runs if r.data.tags.get("tracking_tasks.stage") == stage]
+    assert mine and mine[-1].info.status == "FINISHED"
