@@ -51,3 +51,11 @@ def test_run_logger_example_runs(repo_root: Path, tracking_config: TrackingConfi
     data = client.get_run(run_id).data
     assert data.params == {"epochs": "7"} and data.tags["phase"] == "done"
     client.set_terminated(run_id)
+
+
+def test_every_python_block_compiles(repo_root: Path) -> None:
+    blocks = _python_blocks(repo_root)
+    assert any("ml_client=ml_client" in b for b in blocks)  # the Azure ML quick start
+    assert any("MlflowCredentials.load" in b for b in blocks)
+    for block in blocks:
+        compile(block, "README.md", "exec")
