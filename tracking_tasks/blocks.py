@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from tracking_tasks.config import AzureMLWorkspace
 from tracking_tasks.urls import check_uri
@@ -49,6 +49,9 @@ class MlflowCredentials(Block):
         SecretStr('**********')
         >>> # creds.save("team-mlflow"); MlflowCredentials.load("team-mlflow")
     """
+
+    # hide_input_in_errors: a rejected URI may carry a password; our messages show it redacted.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     _block_type_name = "MLflow Credentials"
     _block_type_slug = "mlflow-credentials"
