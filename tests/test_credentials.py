@@ -19,6 +19,7 @@ from pydantic import SecretStr, ValidationError
 from tests.helpers import flow_run_artifacts
 from tests.servers import AuthMlflowServer, MlflowServer
 from tracking_tasks import (
+    AzureMLWorkspace,
     ExperimentSetupError,
     MlflowCredentials,
     TrackingConfigError,
@@ -26,6 +27,7 @@ from tracking_tasks import (
     log_metrics,
     log_params,
     mlflow_state_hooks,
+    resolve_tracking_config,
     set_tags,
     setup_mlflow,
 )
@@ -48,6 +50,21 @@ def test_block_is_strict_and_hides_its_secrets() -> None:
     with pytest.raises(ValidationError, match="password") as info:
         MlflowCredentials(tracking_uri="http://alice:hunter2@127.0.0.1:5000")
     assert "hunter2" not in str(info.value)
+
+
+def test_block_location_takes_its_place_in_the_resolution_order() -> None:
+    ws = AzureMLWorkspace(subscription_id="s", resource_group="rg", workspace_name="ws")
+    on_azure = resolve_tracking_config(credentials=MlflowCredentials(azure_workspace=ws))
+    assert on_azure.azure_workspace == ws and on_azure.tracking_uri is None
+    creds = MlflowCredentials(tracking_uri="http://127.0.0.1:5000", token=SecretStr("t"))
+    assert resolve_tracking_config(credentials=creds).tracking_uri == "http://127.0.0.1:5000"
+    assert creds.mlflow_environment() == {
+        "MLFLOW_TRACKING_USERNAME": None,
+        "MLFLOW_TRACKING_PASSWORD": None,
+        "MLFLOW_TRACKING_TOKEN": "t",
+    }
+    with pytest.raises(TrackingConfigError, match="never sent to another server"):
+        resolve_tracking_config(credentials=creds, azure_workspace=ws)
 
 
 def test_block_registers_through_the_cli_and_round_trips() -> None:

@@ -254,7 +254,7 @@ def point_fluent_api(context: TrackingContext) -> None:
 INJECTED_RUN_VARS = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 
 
-def neutralise_injected_env(context: TrackingContext) -> list[str]:
+def _neutralise_injected_env(context: TrackingContext) -> list[str]:
     """Remove injected ``MLFLOW_*`` variables that would hijack the context's runs.
 
     ``MLFLOW_RUN_ID`` (set by Azure ML jobs) makes ``mlflow.start_run()`` resume a run
@@ -296,7 +296,7 @@ def _contradicts(name: str, value: str, context: TrackingContext) -> bool:
     return True  # MLFLOW_RUN_ID: a run this library did not open
 
 
-def apply_credentials(credentials: MlflowCredentials, tracking_uri: str) -> list[str]:
+def _apply_credentials(credentials: MlflowCredentials, tracking_uri: str) -> list[str]:
     """Hand the block's secrets to MLflow through its environment variables.
 
     MLflow reads ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` or
@@ -365,7 +365,7 @@ def _setup(
         )
     assert location.tracking_uri is not None and location.experiment_name is not None
     if credentials is not None:
-        apply_credentials(credentials, location.tracking_uri)
+        _apply_credentials(credentials, location.tracking_uri)
     experiment_id = _ensure_experiment(location)
     context = TrackingContext(
         tracking_uri=location.tracking_uri,
@@ -375,7 +375,7 @@ def _setup(
         config_hash=digest,
         default_tags=location.tags,
     )
-    neutralise_injected_env(context)
+    _neutralise_injected_env(context)
     return context
 
 
