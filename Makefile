@@ -18,7 +18,7 @@ $(UV):
 	.tools/bin/python -m pip install --quiet uv==$(UV_VERSION)
 
 .venv/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --all-extras --python $(PYTHON)
 	touch $@
 
 install: .venv/.synced

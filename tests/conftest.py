@@ -21,7 +21,14 @@ import mlflow
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from tests.servers import MlflowServer, start_mlflow_server
+from tests.servers import (
+    AuthMlflowServer,
+    AzureStandin,
+    MlflowServer,
+    start_auth_mlflow_server,
+    start_azure_standin,
+    start_mlflow_server,
+)
 from tracking_tasks import TrackingConfig
 
 
@@ -36,6 +43,44 @@ def prefect_api() -> Iterator[None]:
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """A real `mlflow server` process: SQLite backend, served artifacts, loopback port."""
     server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+#: The one workspace name the Azure stand-in answers with an azureml:// URI, and the one
+#: it answers with the session's real MLflow server (so a whole flow can run through it).
+AZURE_WORKSPACE = "ws-azure"
+AZURE_LOCAL_WORKSPACE = "ws-local"
+AZUREML_URI = (
+    "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/sub-0000/resourceGroups/"
+    "rg-ml/providers/Microsoft.MachineLearningServices/workspaces/ws-azure"
+)
+
+
+@pytest.fixture(scope="session")
+def azure_standin(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer
+) -> Iterator[AzureStandin]:
+    """A TLS stand-in of the Azure ML management endpoint the real MLClient calls."""
+    standin = start_azure_standin(
+        tmp_path_factory.mktemp("azure-standin"),
+        token="tt-test-token-" + os.urandom(8).hex(),
+        workspaces={AZURE_WORKSPACE: AZUREML_URI, AZURE_LOCAL_WORKSPACE: mlflow_server.url},
+    )
+    try:
+        yield standin
+    finally:
+        standin.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMlflowServer]:
+    """MLflow's own basic-auth server: anonymous requests are refused."""
+    server = start_auth_mlflow_server(
+        tmp_path_factory.mktemp("mlflow-auth-server"), password="tt-pw-" + os.urandom(12).hex()
+    )
     try:
         yield server
     finally:

@@ -1,8 +1,10 @@
-"""Real server processes for the tests: `mlflow server` on a free loopback port."""
+"""Real server processes for the tests: `mlflow server` (plain and basic-auth) and a
+TLS stand-in for the Azure ML management endpoint, each on a free loopback port."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -65,12 +67,15 @@ class MlflowServer:
         stop_process_group(self.proc)
 
 
-def start_mlflow_server(root: Path, *extra_args: str, timeout: float = 180) -> MlflowServer:
+def start_mlflow_server(
+    root: Path, *extra_args: str, timeout: float = 180, env_extra: dict[str, str] | None = None
+) -> MlflowServer:
     """Start `mlflow server` (SQLite, served artifacts, one worker) and wait for /health."""
     port = free_port()
     log_path = root / "server.log"
     log = log_path.open("wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(env_extra or {})
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "mlflow", "server",
@@ -96,3 +101,94 @@ def start_mlflow_server(root: Path, *extra_args: str, timeout: float = 180) -> M
             f"mlflow server failed to start:\n{log_path.read_text()[-3000:]}"
         ) from None
     return MlflowServer(url=url, proc=proc, root=root, log_path=log_path)
+
+
+@dataclass
+class AuthMlflowServer(MlflowServer):
+    username: str = ""
+    password: str = ""
+
+
+def start_auth_mlflow_server(root: Path, password: str) -> AuthMlflowServer:
+    """Start MLflow's own basic-auth server (`--app-name basic-auth`); admin is ``admin``."""
+    root.mkdir(parents=True, exist_ok=True)
+    ini = root / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'basic_auth.db'}\n"
+        "admin_username = admin\n"
+        f"admin_password = {password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    server = start_mlflow_server(
+        root,
+        "--app-name",
+        "basic-auth",
+        env_extra={
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
+        },
+    )
+    return AuthMlflowServer(
+        url=server.url,
+        proc=server.proc,
+        root=root,
+        log_path=server.log_path,
+        username="admin",
+        password=password,
+    )
+
+
+@dataclass
+class AzureStandin:
+    """The stand-in's base URL (for AZUREML_DEV_URL_MFE), its CA file and its token."""
+
+    url: str
+    ca_bundle: Path
+    token: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def requests(self) -> list[str]:
+        """The request lines served so far ("GET /subscriptions/...")."""
+        return [line for line in self.log_path.read_text().splitlines() if line.startswith("GET ")]
+
+    def stop(self) -> None:
+        stop_process_group(self.proc)
+
+
+def start_azure_standin(root: Path, token: str, workspaces: dict[str, str]) -> AzureStandin:
+    """Start tests/azure_standin.py over TLS with a fresh self-signed certificate."""
+    root.mkdir(parents=True, exist_ok=True)
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+            "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    log_path = root / "standin.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "tests.azure_standin",
+            str(port), str(cert), str(key), token, json.dumps(workspaces),
+        ],
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parent.parent,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "ready" not in log_path.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process_group(proc)
+            raise RuntimeError(f"Azure stand-in failed to start:\n{log_path.read_text()}")
+        time.sleep(0.1)
+    return AzureStandin(
+        url=f"https://127.0.0.1:{port}", ca_bundle=cert, token=token, proc=proc, log_path=log_path
+    )

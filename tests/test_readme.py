@@ -98,3 +98,11 @@ def test_tracker_examples_run(
     stage = tracker.removeprefix("track_")
     mine = [r for r in runs if r.data.tags.get("tracking_tasks.stage") == stage]
     assert mine and mine[-1].info.status == "FINISHED"
+
+
+def test_every_python_block_compiles(repo_root: Path) -> None:
+    blocks = _python_blocks(repo_root)
+    assert any("ml_client=ml_client" in b for b in blocks)  # the Azure ML quick start
+    assert any("MlflowCredentials.load" in b for b in blocks)
+    for block in blocks:
+        compile(block, "README.md", "exec")

@@ -10,17 +10,22 @@ from tracking_tasks.artifacts import (
     retry_on_transient_fault,
     upload_artifacts,
 )
+from tracking_tasks.azure_ml import get_azure_tracking_uri
 from tracking_tasks.batching import RunLogger
-from tracking_tasks.config import TrackingConfig
+from tracking_tasks.blocks import MlflowCredentials
+from tracking_tasks.config import AzureMLWorkspace, TrackingConfig
 from tracking_tasks.exceptions import (
     ArtifactError,
     ArtifactNotFoundError,
     ArtifactVerificationError,
+    AzureAuthenticationError,
+    AzureWorkspaceError,
     ConfigHashError,
     CredentialInURIError,
     ExperimentSetupError,
     InvalidLogDataError,
     LocalArtifactPathError,
+    MissingExtraError,
     RunCreationError,
     RunNotFoundError,
     TrackingConfigError,
@@ -55,7 +60,13 @@ from tracking_tasks.trackers import (
     track_sweep,
     track_training,
 )
-from tracking_tasks.urls import experiment_url, redact_uri, run_url
+from tracking_tasks.urls import (
+    azure_studio_experiment_url,
+    azure_studio_run_url,
+    experiment_url,
+    redact_uri,
+    run_url,
+)
 
 __version__ = "0.1.0"
 
@@ -65,6 +76,9 @@ __all__ = [
     "ArtifactManifest",
     "ArtifactNotFoundError",
     "ArtifactVerificationError",
+    "AzureAuthenticationError",
+    "AzureMLWorkspace",
+    "AzureWorkspaceError",
     "BenchmarkOutput",
     "BenchmarkResult",
     "CheckpointArtifacts",
@@ -80,6 +94,8 @@ __all__ = [
     "MLflowSweepTracker",
     "MLflowTrainingTracker",
     "ManifestEntry",
+    "MissingExtraError",
+    "MlflowCredentials",
     "RunCreationError",
     "RunLogger",
     "RunNotFoundError",
@@ -96,12 +112,15 @@ __all__ = [
     "TrialSummary",
     "UnsafeArtifactPathError",
     "__version__",
+    "azure_studio_experiment_url",
+    "azure_studio_run_url",
     "canonical_json",
     "config_hash",
     "create_mlflow_run",
     "download_artifacts",
     "end_mlflow_run",
     "experiment_url",
+    "get_azure_tracking_uri",
     "get_run_info",
     "latency_summary",
     "log_best_checkpoint",

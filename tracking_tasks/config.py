@@ -7,13 +7,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tracking_tasks.exceptions import TrackingConfigError
 from tracking_tasks.urls import check_uri
 from tracking_tasks.validation import check_tags
 
-__all__ = ["TrackingConfig"]
+__all__ = ["AzureMLWorkspace", "TrackingConfig"]
 
 _ENV_FIELDS = {
     "tracking_uri": "MLFLOW_TRACKING_URI",
@@ -21,6 +28,51 @@ _ENV_FIELDS = {
     "experiment_name": "MLFLOW_EXPERIMENT_NAME",
 }
 MAX_EXPERIMENT_NAME_LENGTH = 500
+
+
+class AzureMLWorkspace(BaseModel):
+    """An Azure ML workspace whose MLflow tracking URI ``setup_mlflow`` resolves.
+
+    Plain identifiers only (no credential): safe to log, hash, persist and pass between
+    tasks. The credential comes from ``DefaultAzureCredential`` or from the ``MLClient``
+    you pass to ``setup_mlflow``.
+
+    Args:
+        subscription_id: The Azure subscription id.
+        resource_group: The workspace's resource group.
+        workspace_name: The workspace's name.
+
+    Raises:
+        pydantic.ValidationError: a field is empty or unknown.
+
+    Example:
+        >>> ws = AzureMLWorkspace(subscription_id="0000", resource_group="ml-rg",
+        ...                       workspace_name="ml-ws")
+        >>> ws.workspace_id
+        '/subscriptions/0000/resourcegroups/ml-rg/workspaces/ml-ws'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subscription_id: str = Field(description="Azure subscription id.", min_length=1)
+    resource_group: str = Field(description="Resource group of the workspace.", min_length=1)
+    workspace_name: str = Field(description="Azure ML workspace name.", min_length=1)
+
+    @field_validator("subscription_id", "resource_group", "workspace_name")
+    @classmethod
+    def _check_part(cls, value: str, info: Any) -> str:
+        value = value.strip()
+        if not value or "/" in value:
+            raise ValueError(f"{info.field_name} must be a non-empty name without '/'")
+        return value
+
+    @property
+    def workspace_id(self) -> str:
+        """The ``wsid`` that Azure ML studio links carry."""
+        return (
+            f"/subscriptions/{self.subscription_id}/resourcegroups/{self.resource_group}"
+            f"/workspaces/{self.workspace_name}"
+        )
 
 
 class TrackingConfig(BaseModel):
@@ -36,6 +88,9 @@ class TrackingConfig(BaseModel):
         registry_uri: Model registry URI, when it differs from the tracking URI.
         tags: Tags put on every run created through this config.
         artifact_location: Artifact root for the experiment when it is created.
+        azure_workspace: An Azure ML workspace; its MLflow tracking URI is resolved by
+            ``setup_mlflow`` (needs ``pip install 'tracking-tasks[azure]'``). Exclusive
+            with ``tracking_uri``.
 
     Raises:
         pydantic.ValidationError: a field is invalid; the message names the field and the
@@ -67,6 +122,11 @@ class TrackingConfig(BaseModel):
     artifact_location: str | None = Field(
         default=None, description="Artifact root used when the experiment is created."
     )
+    azure_workspace: AzureMLWorkspace | None = Field(
+        default=None,
+        description="Azure ML workspace whose MLflow tracking URI setup_mlflow resolves; "
+        "exclusive with tracking_uri.",
+    )
 
     @field_validator("experiment_name")
     @classmethod
@@ -92,6 +152,15 @@ class TrackingConfig(BaseModel):
     @classmethod
     def _check_tags(cls, value: dict[str, str]) -> dict[str, str]:
         return check_tags(value)
+
+    @model_validator(mode="after")
+    def _one_location(self) -> TrackingConfig:
+        if self.azure_workspace is not None and self.tracking_uri is not None:
+            raise ValueError(
+                "give either tracking_uri or azure_workspace, not both: the workspace's "
+                "tracking URI is resolved from Azure"
+            )
+        return self
 
     @classmethod
     def from_env(cls, **overrides: Any) -> TrackingConfig:

@@ -5,6 +5,9 @@ Every error the library raises on purpose derives from ``TrackingTasksError``::
     TrackingTasksError
     ├── TrackingConfigError (ValueError)   bad configuration: field, value and the fix
     │   └── CredentialInURIError           a password or token inside a tracking URI
+    ├── MissingExtraError (ImportError)    a feature needs an extra that is not installed
+    ├── AzureWorkspaceError                the Azure ML workspace cannot be read
+    │   └── AzureAuthenticationError       Azure refused the credential (no secret shown)
     ├── ConfigHashError (TypeError)        a value config_hash() cannot represent
     ├── ExperimentSetupError               the experiment cannot be found, made or restored
     ├── RunCreationError                   MLflow refused to create or reopen a run
@@ -40,6 +43,25 @@ class CredentialInURIError(TrackingConfigError):
 
     Secrets in URIs end up in logs, tags and Prefect results; MLflow reads
     credentials from its own environment variables instead.
+    """
+
+
+class MissingExtraError(TrackingTasksError, ImportError):
+    """Raised when a feature needs an optional extra that is not installed.
+
+    The message names the extra and the command that installs it, e.g.
+    ``pip install 'tracking-tasks[azure]'``.
+    """
+
+
+class AzureWorkspaceError(TrackingTasksError):
+    """Raised when an Azure ML workspace cannot be read (unknown, unreachable, refused)."""
+
+
+class AzureAuthenticationError(AzureWorkspaceError):
+    """Raised when Azure refuses the credential, or no credential can be had.
+
+    The message names the workspace and what to check; it never shows a token.
     """
 
 

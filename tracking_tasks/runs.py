@@ -17,7 +17,7 @@ from tracking_tasks.exceptions import RunCreationError, RunNotFoundError, Tracki
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.hashing import config_hash
 from tracking_tasks.lifecycle import TERMINAL_STATUSES, known_run_id, remember_run
-from tracking_tasks.urls import is_http_uri, redact_uri
+from tracking_tasks.urls import redact_uri
 from tracking_tasks.validation import check_metrics, check_params, check_tags
 
 if TYPE_CHECKING:
@@ -250,7 +250,7 @@ def create_mlflow_run(
             ref.run_name,
             f": {ref.url}" if ref.url else "",
         )
-    if info.flow_run_id is not None and is_http_uri(ref.tracking_uri):
+    if info.flow_run_id is not None and ref.url is not None:  # an MLflow UI or Azure ML studio
         _publish_link(ref)
     return ref
 

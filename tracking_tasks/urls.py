@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from tracking_tasks.exceptions import CredentialInURIError, TrackingConfigError
 
 __all__ = [
+    "azure_studio_experiment_url",
+    "azure_studio_run_url",
     "experiment_url",
     "is_http_uri",
     "redact_uri",
@@ -24,6 +27,13 @@ _SECRET_QUERY_KEYS = frozenset(
     {"password", "passwd", "pwd", "token", "access_token", "secret", "sig", "api_key", "apikey"}
 )
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: Azure ML studio, where runs of an ``azureml://`` tracking URI are shown.
+AZURE_STUDIO_BASE = "https://ml.azure.com"
+_AZUREML_WORKSPACE_PATH = re.compile(
+    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/?#]+)",
+    re.IGNORECASE,
+)
 
 
 def base_scheme(uri: str) -> str:
@@ -151,6 +161,69 @@ def _ui_base(tracking_uri: str) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
+def _azure_wsid(tracking_uri: str) -> str | None:
+    """Return the studio ``wsid`` of an ``azureml://`` tracking URI, or None."""
+    if base_scheme(tracking_uri) != "azureml":
+        return None
+    match = _AZUREML_WORKSPACE_PATH.search(urlsplit(tracking_uri).path)
+    if match is None:
+        return None
+    return f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}/workspaces/{match['ws']}"
+
+
+def azure_studio_experiment_url(tracking_uri: str, experiment_id: str) -> str | None:
+    """Return the Azure ML studio page of an experiment tracked to an ``azureml://`` URI.
+
+    Args:
+        tracking_uri: An ``azureml://<region>.api.azureml.ms/mlflow/v1.0/subscriptions/
+            <sub>/resourceGroups/<rg>/providers/Microsoft.MachineLearningServices/
+            workspaces/<ws>`` tracking URI.
+        experiment_id: The MLflow experiment id.
+
+    Returns:
+        ``https://ml.azure.com/experiments/id/<id>?wsid=/subscriptions/<sub>/
+        resourcegroups/<rg>/workspaces/<ws>``, or None when the URI is not an Azure ML
+        workspace URI.
+
+    Example:
+        >>> uri = ("azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/s/"
+        ...        "resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws")
+        >>> azure_studio_experiment_url(uri, "e1")
+        'https://ml.azure.com/experiments/id/e1?wsid=/subscriptions/s/resourcegroups/rg/workspaces/ws'
+    """
+    wsid = _azure_wsid(tracking_uri)
+    if wsid is None:
+        return None
+    return f"{AZURE_STUDIO_BASE}/experiments/id/{quote(experiment_id, safe='')}?wsid={wsid}"
+
+
+def azure_studio_run_url(tracking_uri: str, run_id: str) -> str | None:
+    """Return the Azure ML studio page of a run tracked to an ``azureml://`` URI.
+
+    The studio shows a nested run under its parent from the ``mlflow.parentRunId`` tag,
+    which ``create_mlflow_run`` sets when given ``parent_run_id``.
+
+    Args:
+        tracking_uri: An ``azureml://`` workspace tracking URI (see
+            :func:`azure_studio_experiment_url`).
+        run_id: The MLflow run id.
+
+    Returns:
+        ``https://ml.azure.com/runs/<run_id>?wsid=/subscriptions/<sub>/resourcegroups/
+        <rg>/workspaces/<ws>``, or None when the URI is not an Azure ML workspace URI.
+
+    Example:
+        >>> uri = ("azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/s/"
+        ...        "resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws")
+        >>> azure_studio_run_url(uri, "abc")
+        'https://ml.azure.com/runs/abc?wsid=/subscriptions/s/resourcegroups/rg/workspaces/ws'
+    """
+    wsid = _azure_wsid(tracking_uri)
+    if wsid is None:
+        return None
+    return f"{AZURE_STUDIO_BASE}/runs/{quote(run_id, safe='')}?wsid={wsid}"
+
+
 def experiment_url(tracking_uri: str, experiment_id: str) -> str | None:
     """Return the MLflow UI page of an experiment, or None where there is no UI server.
 
@@ -160,12 +233,15 @@ def experiment_url(tracking_uri: str, experiment_id: str) -> str | None:
 
     Returns:
         ``<server>/#/experiments/<id>`` for an http(s) server (credentials never
-        included), None for local stores such as SQLite.
+        included), the Azure ML studio page for an ``azureml://`` workspace URI, None
+        for local stores such as SQLite.
 
     Example:
         >>> experiment_url("http://127.0.0.1:5000", "3")
         'http://127.0.0.1:5000/#/experiments/3'
     """
+    if base_scheme(tracking_uri) == "azureml":
+        return azure_studio_experiment_url(tracking_uri, experiment_id)
     base = _ui_base(tracking_uri)
     return None if base is None else f"{base}/#/experiments/{experiment_id}"
 
@@ -179,11 +255,14 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
         run_id: The MLflow run id.
 
     Returns:
-        ``<server>/#/experiments/<exp>/runs/<run>`` for an http(s) server, else None.
+        ``<server>/#/experiments/<exp>/runs/<run>`` for an http(s) server, the Azure ML
+        studio page for an ``azureml://`` workspace URI, else None.
 
     Example:
         >>> run_url("http://127.0.0.1:5000", "3", "abc")
         'http://127.0.0.1:5000/#/experiments/3/runs/abc'
     """
+    if base_scheme(tracking_uri) == "azureml":
+        return azure_studio_run_url(tracking_uri, run_id)
     base = experiment_url(tracking_uri, experiment_id)
     return None if base is None else f"{base}/runs/{run_id}"

@@ -1,0 +1,276 @@
+"""Azure ML: the real MLClient against a local TLS stand-in, studio links, the extra."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from prefect import flow
+from pydantic import ValidationError
+
+from tests.conftest import AZURE_LOCAL_WORKSPACE, AZURE_WORKSPACE, AZUREML_URI
+from tests.servers import AzureStandin, MlflowServer
+from tracking_tasks import (
+    AzureAuthenticationError,
+    AzureMLWorkspace,
+    AzureWorkspaceError,
+    RunRef,
+    TrackingConfig,
+    TrackingConfigError,
+    TrackingContext,
+    azure_studio_experiment_url,
+    azure_studio_run_url,
+    create_mlflow_run,
+    experiment_url,
+    get_azure_tracking_uri,
+    mlflow_state_hooks,
+    run_url,
+    setup_mlflow,
+)
+
+SUB, RG = "sub-0000", "rg-ml"
+WSID = f"/subscriptions/{SUB}/resourcegroups/{RG}/workspaces/{AZURE_WORKSPACE}"
+
+
+class StaticCredential:
+    """A TokenCredential that always hands out the same bearer token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+@pytest.fixture
+def azure_env(azure_standin: AzureStandin, monkeypatch: pytest.MonkeyPatch) -> AzureStandin:
+    """Point azure-ai-ml at the stand-in and trust its self-signed certificate."""
+    monkeypatch.setenv("AZUREML_DEV_URL_MFE", azure_standin.url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(azure_standin.ca_bundle))
+    return azure_standin
+
+
+def _ml_client(standin: AzureStandin, workspace: str, token: str | None = None) -> Any:
+    from azure.ai.ml import MLClient
+
+    return MLClient(StaticCredential(token or standin.token), SUB, RG, workspace)
+
+
+def _run_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_importing_the_library_imports_no_azure_package(tmp_path: Path) -> None:
+    result = _run_python(
+        """
+        import sys
+        import tracking_tasks
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in {"azure", "azureml", "mlflow"})
+        print(loaded)
+        assert not loaded, loaded
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_azure_feature_without_the_extra_names_the_extra(tmp_path: Path) -> None:
+    # azure and azureml made unimportable, as on a base install
+    result = _run_python(
+        """
+        import sys
+        sys.modules["azure"] = None
+        sys.modules["azureml"] = None
+        from tracking_tasks import (AzureMLWorkspace, MissingExtraError,
+                                    get_azure_tracking_uri, setup_mlflow)
+        ws = AzureMLWorkspace(subscription_id="s", resource_group="rg", workspace_name="ws")
+        for call in (lambda: setup_mlflow.fn(experiment_name="x", azure_workspace=ws),
+                     lambda: get_azure_tracking_uri(ws)):
+            try:
+                call()
+            except MissingExtraError as exc:
+                assert isinstance(exc, ImportError)
+                print("ERROR:", exc)
+            else:
+                raise SystemExit("no MissingExtraError")
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 2
+    assert all("pip install 'tracking-tasks[azure]'" in line for line in errors)
+
+
+def test_real_ml_client_resolves_the_workspace_tracking_uri(azure_env: AzureStandin) -> None:
+    before = len(azure_env.requests())
+    uri = get_azure_tracking_uri(ml_client=_ml_client(azure_env, AZURE_WORKSPACE))
+    # azure-ai-ml rewrites the API version in the path (v1.0 -> v2.0); the rest is the service's
+    assert uri.startswith("azureml://westeurope.api.azureml.ms/mlflow/")
+    assert uri.endswith(AZUREML_URI.split("/mlflow/v1.0", 1)[1])
+    (request,) = azure_env.requests()[before:]
+    assert request.startswith(
+        f"GET /subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+        f"Microsoft.MachineLearningServices/workspaces/{AZURE_WORKSPACE}?api-version="
+    )
+    assert azure_studio_run_url(uri, "r1") == f"https://ml.azure.com/runs/r1?wsid={WSID}"
+
+
+def test_workspace_and_credential_resolve_the_same(azure_env: AzureStandin) -> None:
+    ws = AzureMLWorkspace(subscription_id=SUB, resource_group=RG, workspace_name=AZURE_WORKSPACE)
+    uri = get_azure_tracking_uri(ws, credential=StaticCredential(azure_env.token))
+    assert uri == get_azure_tracking_uri(ml_client=_ml_client(azure_env, AZURE_WORKSPACE))
+    with pytest.raises(TrackingConfigError, match="bound to"):
+        get_azure_tracking_uri(
+            ws.model_copy(update={"workspace_name": "other"}),
+            ml_client=_ml_client(azure_env, AZURE_WORKSPACE),
+        )
+
+
+def test_flow_tracks_through_an_ml_client(
+    azure_env: AzureStandin, mlflow_server: MlflowServer, fluent_reset: None
+) -> None:
+    ml_client = _ml_client(azure_env, AZURE_LOCAL_WORKSPACE)  # answered with the real server
+    before = len(azure_env.requests())
+
+    @flow(**mlflow_state_hooks())
+    def pipeline() -> tuple[TrackingContext, RunRef, list[str]]:
+        first = setup_mlflow(experiment_name="azure-seed-shape", ml_client=ml_client)
+        again = setup_mlflow(experiment_name="azure-seed-shape", ml_client=ml_client,
+                             return_state=True)  # fmt: skip
+        run = create_mlflow_run(first, run_name="train")
+        return first, run, [again.name]
+
+    ctx, run, states = pipeline()
+    assert states == ["Cached"]  # keyed by subscription/rg/workspace, not by the live client
+    assert len(azure_env.requests()) - before == 1
+    assert ctx.tracking_uri == mlflow_server.url  # plain strings only
+    assert set(ctx.model_dump()) == {
+        "tracking_uri", "registry_uri", "experiment_id", "experiment_name", "config_hash",
+        "default_tags",
+    }  # fmt: skip
+    stored = MlflowClient(mlflow_server.url).get_run(run.run_id)
+    assert stored.info.status == "FINISHED"
+    assert stored.info.experiment_id == ctx.experiment_id
+
+
+def test_setup_with_workspace_config(
+    azure_env: AzureStandin, mlflow_server: MlflowServer, fluent_reset: None
+) -> None:
+    ws = AzureMLWorkspace(
+        subscription_id=SUB, resource_group=RG, workspace_name=AZURE_LOCAL_WORKSPACE
+    )
+    config = TrackingConfig(experiment_name="azure-config", azure_workspace=ws)
+    ctx = setup_mlflow.fn(config, azure_credential=StaticCredential(azure_env.token))
+    assert ctx.tracking_uri == mlflow_server.url
+    assert MlflowClient(mlflow_server.url).get_experiment(ctx.experiment_id).name == "azure-config"
+
+
+def test_wrong_token_is_a_clear_error_without_the_token(
+    azure_env: AzureStandin, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    bad_token = "tt-wrong-token-" + os.urandom(8).hex()
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(AzureAuthenticationError) as info:
+        setup_mlflow.fn(
+            experiment_name="x", ml_client=_ml_client(azure_env, AZURE_WORKSPACE, bad_token)
+        )
+    message = str(info.value)
+    assert f"/workspaces/{AZURE_WORKSPACE}" in message and "HTTP 401" in message
+    assert info.value.__cause__ is None  # the SDK's exception (and its response) is not chained
+    out, err = capfd.readouterr()
+    for text in (message, repr(info.value), caplog.text, out, err):
+        assert bad_token not in text
+        assert azure_env.token not in text
+
+
+def test_unknown_workspace_is_a_clear_error(azure_env: AzureStandin) -> None:
+    with pytest.raises(AzureWorkspaceError, match="does not exist"):
+        get_azure_tracking_uri(ml_client=_ml_client(azure_env, "no-such-ws"))
+
+
+def test_injected_mlflow_variables_are_neutralised(
+    tracking_config: TrackingConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    injected = {
+        "MLFLOW_RUN_ID": "0123456789abcdef0123456789abcdef",
+        "MLFLOW_EXPERIMENT_ID": "987654321",
+        "MLFLOW_EXPERIMENT_NAME": "an-azure-job-experiment",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9/elsewhere",
+    }
+    for name, value in injected.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.INFO)
+    ctx = setup_mlflow.fn(tracking_config)
+    assert ctx.experiment_name == tracking_config.experiment_name  # explicit config won
+    for name in injected:
+        assert f"Removed {name}" in caplog.text
+    # gone, or pointed at what setup_mlflow resolved (mlflow.set_experiment sets the id)
+    assert "MLFLOW_RUN_ID" not in os.environ and "MLFLOW_EXPERIMENT_NAME" not in os.environ
+    assert os.environ.get("MLFLOW_EXPERIMENT_ID") in (None, ctx.experiment_id)
+    assert os.environ.get("MLFLOW_TRACKING_URI") in (None, tracking_config.tracking_uri)
+    for value in injected.values():
+        assert value not in caplog.text
+    # the fluent API no longer resumes the injected run: a new run in our experiment
+    with mlflow.start_run() as run:
+        pass
+    assert run.info.run_id != injected["MLFLOW_RUN_ID"]
+    assert run.info.experiment_id == ctx.experiment_id
+
+
+def test_agreeing_mlflow_variables_stay(
+    tracking_config: TrackingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", str(tracking_config.experiment_name))
+    setup_mlflow.fn(tracking_uri=tracking_config.tracking_uri)
+    assert os.environ["MLFLOW_EXPERIMENT_NAME"] == tracking_config.experiment_name
+
+
+def test_studio_urls_for_azureml_uris() -> None:
+    assert azure_studio_experiment_url(AZUREML_URI, "e-1") == (
+        f"https://ml.azure.com/experiments/id/e-1?wsid={WSID}"
+    )
+    assert run_url(AZUREML_URI, "e-1", "r-1") == f"https://ml.azure.com/runs/r-1?wsid={WSID}"
+    assert experiment_url(AZUREML_URI, "e-1") == azure_studio_experiment_url(AZUREML_URI, "e-1")
+    ref = RunRef(run_id="r-1", experiment_id="e-1", run_name="t", tracking_uri=AZUREML_URI)
+    assert ref.url == f"https://ml.azure.com/runs/r-1?wsid={WSID}"
+    # not an Azure ML workspace URI: no studio link, and http servers keep the MLflow UI
+    assert azure_studio_run_url("azureml://westeurope.api.azureml.ms/mlflow/v1.0", "r") is None
+    assert azure_studio_run_url("http://127.0.0.1:5000", "r") is None
+    assert (
+        run_url("http://127.0.0.1:5000", "1", "r") == "http://127.0.0.1:5000/#/experiments/1/runs/r"
+    )
+
+
+def test_workspace_config_is_strict() -> None:
+    ws = AzureMLWorkspace(subscription_id=SUB, resource_group=RG, workspace_name="w")
+    assert ws.workspace_id == f"/subscriptions/{SUB}/resourcegroups/{RG}/workspaces/w"
+    with pytest.raises(ValidationError):
+        AzureMLWorkspace(subscription_id=SUB, resource_group=RG, workspace_name="w", x=1)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        AzureMLWorkspace(subscription_id=SUB, resource_group="a/b", workspace_name="w")
+    with pytest.raises(ValidationError, match="not both"):
+        TrackingConfig(tracking_uri="http://127.0.0.1:5000", azure_workspace=ws)
+    with pytest.raises(TrackingConfigError, match="not both"):
+        setup_mlflow.fn(tracking_uri="http://127.0.0.1:5000", azure_workspace=ws)
