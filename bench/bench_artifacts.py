@@ -39,17 +39,15 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def _rss_kb() -> int:
+def _status_kb(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(key):
             return int(line.split()[1])
     return 0
 
 
 def worker(mode: str, uri: str, run_id: str, experiment_id: str, src: str, dest: str) -> None:
     """One upload in this process; print seconds and peak RSS growth as JSON."""
-    import resource
-
     from mlflow import MlflowClient
 
     from tracking_tasks import RunRef, upload_artifacts
@@ -59,7 +57,8 @@ def worker(mode: str, uri: str, run_id: str, experiment_id: str, src: str, dest:
     # warm both alike: the client's connection, and MLflow's artifact modules (imported
     # lazily by raw MLflow and by the library)
     client.list_artifacts(run_id)
-    baseline = _rss_kb()
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak RSS (VmHWM) to now
+    baseline = _status_kb("VmRSS:")
     start = time.perf_counter()
     if mode == "lib":
         upload_artifacts.fn(run, src, dest)
@@ -68,7 +67,7 @@ def worker(mode: str, uri: str, run_id: str, experiment_id: str, src: str, dest:
     else:
         client.log_artifact(run_id, src, dest)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kb("VmHWM:")
     print(json.dumps({"seconds": seconds, "rss_growth_mb": max(0, peak - baseline) / 1024}))
 
 

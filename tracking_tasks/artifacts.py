@@ -625,8 +625,10 @@ def upload_artifacts(
     **Resumable.** Before sending, the folder is listed: a file is skipped when the
     listing shows it with the same size *and*, if a manifest is stored there (one is
     stored, marked incomplete, before any file is sent), that manifest records the
-    same sha256 for it. Without a stored manifest only sizes can be compared. So a
-    Prefect retry, or a re-run with the same inputs, sends only what is missing.
+    same sha256 for it. Sizes alone decide where the stored manifest has no sha256:
+    a file an interrupted attempt was still sending (the server stores files
+    atomically), or a folder with no manifest. So a Prefect retry, or a re-run with
+    the same inputs, sends only what is missing or changed.
 
     **Verified.** After sending, the folder is listed again and every manifest entry
     must be there with its size, else ``ArtifactVerificationError``; then the manifest
