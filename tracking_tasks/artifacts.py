@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import os
 import posixpath
 import shutil
@@ -77,7 +78,8 @@ class ManifestEntry(BaseModel):
     Args:
         path: Path relative to the manifest's folder, with ``/`` separators.
         size: Size in bytes.
-        sha256: Hex sha256 of the bytes.
+        sha256: Hex sha256 of the bytes ("" in an incomplete manifest for a file whose
+            upload had not finished).
         members: For a tar.gz written in archive mode, the files inside it
             (paths relative to the folder the archive sits in); None otherwise.
 
@@ -331,22 +333,65 @@ def _hash_entries(pool: ThreadPoolExecutor, files: list[tuple[str, Path]]) -> li
     return list(pool.map(one, files))
 
 
-def _make_archive(files: list[tuple[str, Path]], target: Path, compresslevel: int) -> None:
-    """A tar.gz whose bytes depend only on the files' names and contents (resumable)."""
-    with (
-        target.open("wb") as raw,
-        gzip.GzipFile(
-            filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compresslevel
-        ) as zipped,
-        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        for rel, path in files:
-            info = tarfile.TarInfo(rel)
-            info.size = path.stat().st_size
-            info.mode = 0o644
-            info.mtime = 0
-            with path.open("rb") as f:
-                tar.addfile(info, f)
+def _sizes(files: list[tuple[str, Path]]) -> list[ManifestEntry]:
+    """Entries with sizes only (sha256 "" until the file is hashed or sent)."""
+    try:
+        return [ManifestEntry(path=rel, size=path.stat().st_size, sha256="") for rel, path in files]
+    except OSError as exc:
+        raise LocalArtifactPathError(f"cannot read a local file: {exc}") from exc
+
+
+class _Hashing:
+    """A file wrapper that hashes every byte read from or written through it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def read(self, amount: int = -1) -> bytes:
+        chunk: bytes = self.inner.read(amount)
+        self.digest.update(chunk)
+        self.count += len(chunk)
+        return chunk
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.count += len(data)
+        return int(self.inner.write(data))
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+
+def _make_archive(files: list[tuple[str, Path]], target: Path, compresslevel: int) -> ManifestEntry:
+    """A tar.gz whose bytes depend only on the files' names and contents (resumable).
+
+    The members and the archive are hashed as they are written: one read of each file.
+    """
+    members = []
+    with target.open("wb") as raw:
+        out = _Hashing(raw)
+        with (
+            gzip.GzipFile(
+                filename="", mode="wb", fileobj=out, mtime=0, compresslevel=compresslevel
+            ) as zipped,
+            tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for rel, path in files:
+                info = tarfile.TarInfo(rel)
+                info.size = path.stat().st_size
+                info.mode = 0o644
+                info.mtime = 0
+                with path.open("rb") as f:
+                    source = _Hashing(f)
+                    tar.addfile(info, source)
+                members.append(
+                    ManifestEntry(path=rel, size=info.size, sha256=source.digest.hexdigest())
+                )
+    return ManifestEntry(
+        path=target.name, size=out.count, sha256=out.digest.hexdigest(), members=tuple(members)
+    )
 
 
 def _read_manifest(transport: Transport, root: str, scratch: Path) -> ArtifactManifest | None:
@@ -371,6 +416,21 @@ def _put_manifest(
     path = folder / MANIFEST_NAME
     path.write_bytes(manifest.to_json_bytes())
     transport.put(path, join(root, MANIFEST_NAME))
+
+
+def _same_intent(stored: ArtifactManifest | None, intent: ArtifactManifest) -> bool:
+    """True when an incomplete stored manifest already lists these paths and sizes.
+
+    Its sha256 values are then those of the same local files (or empty for files not
+    yet sent, which are compared by size), so rewriting it would change nothing useful.
+    """
+    if stored is None or stored.complete:
+        return False
+    sizes = {e.path: e.size for e in stored.files}
+    return sizes == {e.path: e.size for e in intent.files} and all(
+        e.sha256 in ("", i.sha256) or not i.sha256
+        for e, i in zip(stored.files, intent.files, strict=True)
+    )
 
 
 def _verify_listing(
@@ -427,21 +487,13 @@ def _upload(
         tempfile.TemporaryDirectory(prefix="tt-upload-") as scratch_name,
     ):
         scratch = Path(scratch_name)
-        entries = _hash_entries(pool, files)
         local: dict[str, Path] = dict(files)
         if archive:
-            name = f"{source.resolve().name or 'archive'}.tar.gz"
-            archive_file = scratch / name
-            _make_archive(files, archive_file, compresslevel)
-            entries = [
-                ManifestEntry(
-                    path=name,
-                    size=archive_file.stat().st_size,
-                    sha256=sha256_file(archive_file),
-                    members=tuple(entries),
-                )
-            ]
-            local = {name: archive_file}
+            archive_file = scratch / f"{source.resolve().name or 'archive'}.tar.gz"
+            entries = [_make_archive(files, archive_file, compresslevel)]
+            local = {archive_file.name: archive_file}
+        else:
+            entries = _sizes(files)
 
         transport = open_transport(
             run.run_id,
@@ -454,12 +506,21 @@ def _upload(
         remote = {f.path: f.size for f in transport.list(root)}
         previous = _read_manifest(transport, root, scratch) if MANIFEST_NAME in remote else None
         known = {e.path: e for e in previous.files} if previous else {}
+        # hash up front only the files a same-size copy may already stand for; the
+        # others are hashed while they are sent (one read of each file)
+        unhashed = [e for e in entries if not e.sha256 and remote.get(e.path) == e.size]
+        hashed = {
+            e.path: e for e in _hash_entries(pool, [(e.path, local[e.path]) for e in unhashed])
+        }
+        entries = [hashed.get(e.path, e) for e in entries]
+        # skip: same size, and the same sha256 where a stored manifest knows it (an
+        # empty sha256 there is a file an interrupted attempt was sending: size only)
         to_send = [
             entry
             for entry in entries
             if not (
                 remote.get(entry.path) == entry.size
-                and known.get(entry.path, entry).sha256 == entry.sha256
+                and known.get(entry.path, entry).sha256 in ("", entry.sha256)
             )
         ]
         # the folder's manifest keeps earlier uploads' files that are still there intact
@@ -467,7 +528,7 @@ def _upload(
         kept = [
             entry
             for path, entry in known.items()
-            if path not in new_paths and remote.get(path) == entry.size
+            if path not in new_paths and entry.sha256 and remote.get(path) == entry.size
         ]
         all_entries = tuple(sorted([*kept, *entries], key=lambda e: e.path))
         final = ArtifactManifest(
@@ -484,7 +545,8 @@ def _upload(
         )
         if to_send:
             intent = final.model_copy(update={"complete": False})
-            _put_manifest(transport, root, intent, scratch)
+            if not _same_intent(previous, intent):  # a retry finds its own intent there
+                _put_manifest(transport, root, intent, scratch)
             total = sum(e.size for e in to_send)
             progress = _Progress(
                 total,
@@ -492,12 +554,27 @@ def _upload(
                 enabled=total >= progress_min_bytes,
             )
 
+            sent: dict[str, str] = {}
+
             def send(entry: ManifestEntry) -> None:
-                transport.put(local[entry.path], join(root, entry.path), progress.add)
+                digest = transport.put(local[entry.path], join(root, entry.path), progress.add)
+                if entry.sha256 and digest != entry.sha256:
+                    raise ArtifactVerificationError(
+                        f"{str(local[entry.path])!r} changed while it was being uploaded"
+                    )
+                sent[entry.path] = digest
 
             failures = _run_all(pool, send, to_send, progress)
             _raise_failures(failures, len(to_send), "upload")
             progress.report(final=True)
+            final = final.model_copy(
+                update={
+                    "files": tuple(
+                        e.model_copy(update={"sha256": sent[e.path]}) if e.path in sent else e
+                        for e in final.files
+                    )
+                }
+            )
         if previous != final:
             _put_manifest(transport, root, final, scratch)
         listed = {f.path: f.size for f in transport.list(root)}
@@ -548,8 +625,10 @@ def upload_artifacts(
     **Resumable.** Before sending, the folder is listed: a file is skipped when the
     listing shows it with the same size *and*, if a manifest is stored there (one is
     stored, marked incomplete, before any file is sent), that manifest records the
-    same sha256 for it. Without a stored manifest only sizes can be compared. So a
-    Prefect retry, or a re-run with the same inputs, sends only what is missing.
+    same sha256 for it. Sizes alone decide where the stored manifest has no sha256:
+    a file an interrupted attempt was still sending (the server stores files
+    atomically), or a folder with no manifest. So a Prefect retry, or a re-run with
+    the same inputs, sends only what is missing or changed.
 
     **Verified.** After sending, the folder is listed again and every manifest entry
     must be there with its size, else ``ArtifactVerificationError``; then the manifest
