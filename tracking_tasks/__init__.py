@@ -5,12 +5,23 @@ from tracking_tasks.config import TrackingConfig
 from tracking_tasks.exceptions import (
     ConfigHashError,
     CredentialInURIError,
+    ExperimentNotFoundError,
     ExperimentSetupError,
     InvalidLogDataError,
+    InvalidSearchError,
     RunCreationError,
     RunNotFoundError,
+    RunSearchError,
     TrackingConfigError,
     TrackingTasksError,
+)
+from tracking_tasks.finder import (
+    RunSummary,
+    find_best_run,
+    find_mlflow_runs,
+    find_run_by_config_hash,
+    find_runs_for_flow_run,
+    get_run_summary,
 )
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.hashing import canonical_json, config_hash
@@ -24,12 +35,16 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigHashError",
     "CredentialInURIError",
+    "ExperimentNotFoundError",
     "ExperimentSetupError",
     "InvalidLogDataError",
+    "InvalidSearchError",
     "RunCreationError",
     "RunLogger",
     "RunNotFoundError",
     "RunRef",
+    "RunSearchError",
+    "RunSummary",
     "TrackingConfig",
     "TrackingConfigError",
     "TrackingContext",
@@ -40,7 +55,12 @@ __all__ = [
     "create_mlflow_run",
     "end_mlflow_run",
     "experiment_url",
+    "find_best_run",
+    "find_mlflow_runs",
+    "find_run_by_config_hash",
+    "find_runs_for_flow_run",
     "get_run_info",
+    "get_run_summary",
     "log_metrics",
     "log_params",
     "mlflow_state_hooks",

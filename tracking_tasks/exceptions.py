@@ -9,7 +9,10 @@ Every error the library raises on purpose derives from ``TrackingTasksError``::
     ├── ExperimentSetupError               the experiment cannot be found, made or restored
     ├── RunCreationError                   MLflow refused to create or reopen a run
     ├── InvalidLogDataError (ValueError)   a param, metric or tag MLflow would refuse
-    └── RunNotFoundError (LookupError)     a run id that the tracking server does not know
+    ├── RunNotFoundError (LookupError)     a run id that the tracking server does not know
+    └── RunSearchError                     a run search the tracking server refused or missed
+        ├── InvalidSearchError (ValueError)        a malformed filter, order_by, status or limit
+        └── ExperimentNotFoundError (LookupError)  an experiment to search that does not exist
 
 Foreign exceptions (``MlflowException``, connection errors) are translated where the
 library calls MLflow and re-raised ``from`` the original, so the cause stays visible.
@@ -55,3 +58,21 @@ class InvalidLogDataError(TrackingTasksError, ValueError):
 
 class RunNotFoundError(TrackingTasksError, LookupError):
     """Raised when a run id is unknown to the tracking server."""
+
+
+class RunSearchError(TrackingTasksError):
+    """Raised when a run search fails on the tracking server (refused or unreachable)."""
+
+
+class InvalidSearchError(RunSearchError, ValueError):
+    """Raised when a filter string, order_by clause, status or limit is malformed.
+
+    Raised before any request is sent, with MLflow's own parser's verdict in the message.
+    """
+
+
+class ExperimentNotFoundError(RunSearchError, LookupError):
+    """Raised when an experiment to search does not exist (or is deleted) on the server.
+
+    Raised before any run is searched; the message names the experiment and the server.
+    """
