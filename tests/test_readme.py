@@ -51,3 +51,14 @@ def test_run_logger_example_runs(repo_root: Path, tracking_config: TrackingConfi
     data = client.get_run(run_id).data
     assert data.params == {"epochs": "7"} and data.tags["phase"] == "done"
     client.set_terminated(run_id)
+
+
+def test_finding_runs_example_runs(
+    repo_root: Path, tracking_config: TrackingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = next(b for b in _python_blocks(repo_root) if "def pick_best" in b)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tracking_config.tracking_uri))
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(block, "README.md", "exec"), namespace)
+    namespace["sweep"]()  # type: ignore[operator]
+    assert namespace["pick_best"]() == (2, "lr=0.1")  # type: ignore[operator]
