@@ -66,18 +66,24 @@ def populate(db: Path, runs: int) -> None:
     store.engine.dispose()
 
 
-def timed(fn: Callable[[], Any], reps: int) -> dict[str, Any]:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+def stats(times: list[float]) -> dict[str, Any]:
     return {
         "median_s": statistics.median(times),
         "min_s": min(times),
         "max_s": max(times),
-        "reps": reps,
+        "reps": len(times),
     }
+
+
+def interleaved(cases: dict[str, Callable[[], Any]], reps: int) -> dict[str, Any]:
+    """Time the cases in turn, rep by rep, so load on a shared machine hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(reps):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: stats(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -116,10 +122,7 @@ def main() -> None:
             return len(find_mlflow_runs.fn(EXPERIMENT, tracking_uri=url))
 
         assert raw() == finder() == args.runs  # warm both paths, and check they agree
-        full = {
-            "raw_search_runs": timed(raw, args.reps),
-            "find_mlflow_runs": timed(finder, args.reps),
-        }
+        full = interleaved({"raw_search_runs": raw, "find_mlflow_runs": finder}, args.reps)
         full["ratio_finder_over_raw"] = (
             full["find_mlflow_runs"]["median_s"] / full["raw_search_runs"]["median_s"]
         )
@@ -152,14 +155,6 @@ def main() -> None:
                 return out
 
             out = lookups(args.reps)
-
-        def stats(times: list[float]) -> dict[str, Any]:
-            return {
-                "median_s": statistics.median(times),
-                "min_s": min(times),
-                "max_s": max(times),
-                "reps": len(times),
-            }
 
         cache: dict[str, Any] = {key: stats(times) for key, times in out.items()}
         for label in ("find_mlflow_runs", "find_best_run"):
