@@ -660,15 +660,9 @@ def _best_run_query(
     )
 
 
-def _best_run_key(metric: str, **kwargs: Any) -> dict[str, Any]:
-    return {"metric": metric, "mode": kwargs.get("mode", "max")} | _best_run_query(
-        metric, **kwargs
-    ).key_data()
-
-
 @task(
     name="find_best_run",
-    cache_policy=LookupCachePolicy(key_data=_best_run_key),
+    cache_policy=LookupCachePolicy(key_data=lambda *a, **kw: _best_run_query(*a, **kw).key_data()),
     cache_expiration=DEFAULT_CACHE_EXPIRATION,
 )
 def find_best_run(
