@@ -106,3 +106,14 @@ def test_every_python_block_compiles(repo_root: Path) -> None:
     assert any("MlflowCredentials.load" in b for b in blocks)
     for block in blocks:
         compile(block, "README.md", "exec")
+
+
+def test_finding_runs_example_runs(
+    repo_root: Path, tracking_config: TrackingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = next(b for b in _python_blocks(repo_root) if "def pick_best" in b)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tracking_config.tracking_uri))
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(block, "README.md", "exec"), namespace)
+    namespace["sweep"]()  # type: ignore[operator]
+    assert namespace["pick_best"]() == (2, "lr=0.1")  # type: ignore[operator]

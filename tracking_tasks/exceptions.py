@@ -13,12 +13,15 @@ Every error the library raises on purpose derives from ``TrackingTasksError``::
     ├── RunCreationError                   MLflow refused to create or reopen a run
     ├── InvalidLogDataError (ValueError)   a param, metric or tag MLflow would refuse
     ├── RunNotFoundError (LookupError)     a run id that the tracking server does not know
-    └── ArtifactError                      an artifact upload or download did not complete
-        ├── TransientArtifactError         network fault, timeout, HTTP 408/429/5xx: retried
-        ├── ArtifactNotFoundError (LookupError)   nothing stored at that artifact path
-        ├── ArtifactVerificationError      what landed differs from the manifest
-        ├── UnsafeArtifactPathError (ValueError)  a name that would land outside its folder
-        └── LocalArtifactPathError (FileNotFoundError)  the local file or folder is missing
+    ├── ArtifactError                      an artifact upload or download did not complete
+    │   ├── TransientArtifactError         network fault, timeout, HTTP 408/429/5xx: retried
+    │   ├── ArtifactNotFoundError (LookupError)   nothing stored at that artifact path
+    │   ├── ArtifactVerificationError      what landed differs from the manifest
+    │   ├── UnsafeArtifactPathError (ValueError)  a name that would land outside its folder
+    │   └── LocalArtifactPathError (FileNotFoundError)  the local file or folder is missing
+    └── RunSearchError                     a run search the tracking server refused or missed
+        ├── InvalidSearchError (ValueError)        a malformed filter, order_by, status or limit
+        └── ExperimentNotFoundError (LookupError)  an experiment to search that does not exist
 
 Only ``TransientArtifactError`` is retried by the artifact tasks; every other error
 fails the task run at once.
@@ -124,3 +127,21 @@ class UnsafeArtifactPathError(ArtifactError, ValueError):
 
 class LocalArtifactPathError(ArtifactError, FileNotFoundError):
     """Raised when the local file or folder to upload does not exist or is unreadable."""
+
+
+class RunSearchError(TrackingTasksError):
+    """Raised when a run search fails on the tracking server (refused or unreachable)."""
+
+
+class InvalidSearchError(RunSearchError, ValueError):
+    """Raised when a filter string, order_by clause, status or limit is malformed.
+
+    Raised before any request is sent, with MLflow's own parser's verdict in the message.
+    """
+
+
+class ExperimentNotFoundError(RunSearchError, LookupError):
+    """Raised when an experiment to search does not exist (or is deleted) on the server.
+
+    Raised before any run is searched; the message names the experiment and the server.
+    """

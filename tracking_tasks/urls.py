@@ -10,8 +10,10 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 from tracking_tasks.exceptions import CredentialInURIError, TrackingConfigError
 
 __all__ = [
+    "UI_BASE_URL_ENV",
     "azure_studio_experiment_url",
     "azure_studio_run_url",
+    "azureml_workspace_id",
     "experiment_url",
     "is_http_uri",
     "redact_uri",
@@ -27,13 +29,6 @@ _SECRET_QUERY_KEYS = frozenset(
     {"password", "passwd", "pwd", "token", "access_token", "secret", "sig", "api_key", "apikey"}
 )
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-#: Azure ML studio, where runs of an ``azureml://`` tracking URI are shown.
-AZURE_STUDIO_BASE = "https://ml.azure.com"
-_AZUREML_WORKSPACE_PATH = re.compile(
-    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
-    r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/?#]+)",
-    re.IGNORECASE,
-)
 
 
 def base_scheme(uri: str) -> str:
@@ -150,22 +145,48 @@ def absolute_local_uri(uri: str) -> str:
     return uri
 
 
-def _ui_base(tracking_uri: str) -> str | None:
-    if not is_http_uri(tracking_uri):
+#: Environment variable naming the MLflow UI's address when it differs from the tracking URI.
+UI_BASE_URL_ENV = "TRACKING_TASKS_UI_BASE_URL"
+AZURE_ML_STUDIO = "https://ml.azure.com"
+_AZUREML_WORKSPACE = re.compile(
+    r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
+    r"/providers/microsoft\.machinelearningservices/workspaces/(?P<ws>[^/?#]+)",
+    re.IGNORECASE,
+)
+
+
+def _strip_to_base(url: str) -> str | None:
+    """``scheme://host[:port]/path`` of an http(s) URL: no user info, query or fragment."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
         return None
-    parts = urlsplit(tracking_uri)
-    host = parts.hostname or ""
+    host = parts.hostname
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
 
 
-def _azure_wsid(tracking_uri: str) -> str | None:
-    """Return the studio ``wsid`` of an ``azureml://`` tracking URI, or None."""
+def azureml_workspace_id(tracking_uri: str) -> str | None:
+    """Return the studio ``wsid`` of an ``azureml://`` tracking URI, or None.
+
+    Args:
+        tracking_uri: A URI such as ``azureml://<region>.api.azureml.ms/mlflow/v1.0/
+            subscriptions/<sub>/resourceGroups/<rg>/providers/
+            Microsoft.MachineLearningServices/workspaces/<ws>``.
+
+    Returns:
+        ``/subscriptions/<sub>/resourcegroups/<rg>/workspaces/<ws>``, or None when the URI
+        is not an Azure ML one or does not name a workspace.
+
+    Example:
+        >>> azureml_workspace_id("azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/"
+        ...     "s1/resourceGroups/rg1/providers/Microsoft.MachineLearningServices/workspaces/w1")
+        '/subscriptions/s1/resourcegroups/rg1/workspaces/w1'
+    """
     if base_scheme(tracking_uri) != "azureml":
         return None
-    match = _AZUREML_WORKSPACE_PATH.search(urlsplit(tracking_uri).path)
+    match = _AZUREML_WORKSPACE.search(urlsplit(tracking_uri).path)
     if match is None:
         return None
     return f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}/workspaces/{match['ws']}"
@@ -191,10 +212,10 @@ def azure_studio_experiment_url(tracking_uri: str, experiment_id: str) -> str | 
         >>> azure_studio_experiment_url(uri, "e1")
         'https://ml.azure.com/experiments/id/e1?wsid=/subscriptions/s/resourcegroups/rg/workspaces/ws'
     """
-    wsid = _azure_wsid(tracking_uri)
+    wsid = azureml_workspace_id(tracking_uri)
     if wsid is None:
         return None
-    return f"{AZURE_STUDIO_BASE}/experiments/id/{quote(experiment_id, safe='')}?wsid={wsid}"
+    return f"{AZURE_ML_STUDIO}/experiments/id/{quote(experiment_id, safe='')}?wsid={wsid}"
 
 
 def azure_studio_run_url(tracking_uri: str, run_id: str) -> str | None:
@@ -218,51 +239,84 @@ def azure_studio_run_url(tracking_uri: str, run_id: str) -> str | None:
         >>> azure_studio_run_url(uri, "abc")
         'https://ml.azure.com/runs/abc?wsid=/subscriptions/s/resourcegroups/rg/workspaces/ws'
     """
-    wsid = _azure_wsid(tracking_uri)
+    wsid = azureml_workspace_id(tracking_uri)
     if wsid is None:
         return None
-    return f"{AZURE_STUDIO_BASE}/runs/{quote(run_id, safe='')}?wsid={wsid}"
+    return f"{AZURE_ML_STUDIO}/runs/{quote(run_id, safe='')}?wsid={wsid}"
 
 
-def experiment_url(tracking_uri: str, experiment_id: str) -> str | None:
-    """Return the MLflow UI page of an experiment, or None where there is no UI server.
+def _ui_base(tracking_uri: str, ui_base_url: str | None) -> str | None:
+    """The MLflow UI's base: explicit > ``$TRACKING_TASKS_UI_BASE_URL`` > the http(s) server."""
+    configured = ui_base_url or os.environ.get(UI_BASE_URL_ENV, "").strip()
+    if configured:
+        return _strip_to_base(configured)
+    if not is_http_uri(tracking_uri):
+        return None
+    return _strip_to_base(tracking_uri)
+
+
+def experiment_url(
+    tracking_uri: str, experiment_id: str, *, ui_base_url: str | None = None
+) -> str | None:
+    """Return the UI page of an experiment, or None where there is no UI to link to.
+
+    The UI is found in this order: ``ui_base_url``, then ``$TRACKING_TASKS_UI_BASE_URL``
+    (for a server behind a proxy, whose UI address differs from the tracking URI), then
+    the http(s) tracking server itself. An ``azureml://`` URI links to Azure ML studio.
+    Local stores (SQLite, a database URI) give None rather than a dead link. User info,
+    query and fragment of either URI never reach the link.
 
     Args:
         tracking_uri: The tracking URI the experiment lives on.
         experiment_id: The MLflow experiment id.
+        ui_base_url: The MLflow UI's address, e.g. ``https://mlflow.example.com/mlflow``.
 
     Returns:
-        ``<server>/#/experiments/<id>`` for an http(s) server (credentials never
-        included), the Azure ML studio page for an ``azureml://`` workspace URI, None
-        for local stores such as SQLite.
+        ``<ui>/#/experiments/<id>``, ``https://ml.azure.com/experiments/id/<id>?wsid=...``
+        for Azure ML, or None.
 
     Example:
         >>> experiment_url("http://127.0.0.1:5000", "3")
         'http://127.0.0.1:5000/#/experiments/3'
+        >>> experiment_url("http://mlflow:5000", "3", ui_base_url="https://ml.example.com/mlflow/")
+        'https://ml.example.com/mlflow/#/experiments/3'
     """
-    if base_scheme(tracking_uri) == "azureml":
-        return azure_studio_experiment_url(tracking_uri, experiment_id)
-    base = _ui_base(tracking_uri)
+    studio = azure_studio_experiment_url(tracking_uri, experiment_id)
+    if studio is not None:
+        return studio
+    base = _ui_base(tracking_uri, ui_base_url)
     return None if base is None else f"{base}/#/experiments/{experiment_id}"
 
 
-def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
-    """Return the MLflow UI page of a run, or None where there is no UI server.
+def run_url(
+    tracking_uri: str, experiment_id: str, run_id: str, *, ui_base_url: str | None = None
+) -> str | None:
+    """Return the UI page of a run, or None where there is no UI to link to.
+
+    The UI is found as in :func:`experiment_url`: ``ui_base_url``, then
+    ``$TRACKING_TASKS_UI_BASE_URL``, then the http(s) tracking server; an ``azureml://``
+    URI links to the run in Azure ML studio; local stores give None.
 
     Args:
         tracking_uri: The tracking URI the run lives on.
         experiment_id: The run's experiment id.
         run_id: The MLflow run id.
+        ui_base_url: The MLflow UI's address when it differs from the tracking URI.
 
     Returns:
-        ``<server>/#/experiments/<exp>/runs/<run>`` for an http(s) server, the Azure ML
-        studio page for an ``azureml://`` workspace URI, else None.
+        ``<ui>/#/experiments/<exp>/runs/<run>``,
+        ``https://ml.azure.com/runs/<run>?wsid=/subscriptions/...`` for Azure ML, or None.
 
     Example:
         >>> run_url("http://127.0.0.1:5000", "3", "abc")
         'http://127.0.0.1:5000/#/experiments/3/runs/abc'
+        >>> run_url("azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/s1/"
+        ...     "resourceGroups/rg1/providers/Microsoft.MachineLearningServices/workspaces/w1",
+        ...     "3", "abc")
+        'https://ml.azure.com/runs/abc?wsid=/subscriptions/s1/resourcegroups/rg1/workspaces/w1'
     """
-    if base_scheme(tracking_uri) == "azureml":
-        return azure_studio_run_url(tracking_uri, run_id)
-    base = experiment_url(tracking_uri, experiment_id)
-    return None if base is None else f"{base}/runs/{run_id}"
+    studio = azure_studio_run_url(tracking_uri, run_id)
+    if studio is not None:
+        return studio
+    base = _ui_base(tracking_uri, ui_base_url)
+    return None if base is None else f"{base}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -1,0 +1,284 @@
+"""The ``tracking-tasks`` console script: find, rank and show MLflow runs from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_NOTHING_FOUND = 1
+EXIT_USAGE = 2
+EXIT_SERVER = 3
+
+_DESCRIPTION = """\
+Find MLflow runs from the shell, with the same checks as the tracking_tasks finders:
+a malformed filter or an unknown experiment is a one-line error (exit code 2) raised
+before any run is searched.
+
+The tracking URI is --tracking-uri, else $MLFLOW_TRACKING_URI, else the embedded
+default (sqlite:///mlflow.db in the working directory); the experiment is -e/--experiment,
+else $MLFLOW_EXPERIMENT_NAME, else "Default". No Prefect server is needed.
+"""
+
+_EPILOG = """\
+examples:
+  tracking-tasks runs find -e ner --filter "tags.stage = 'hpo' AND metrics.f1 > 0.8"
+  tracking-tasks runs find -e ner --order-by "metrics.f1 DESC" --max-results 5 --format json
+  tracking-tasks runs best f1 -e ner --filter "tags.stage = 'hpo'"
+  tracking-tasks runs best loss --mode min -e ner
+  tracking-tasks runs show 800cabaf0fee4093b26abc644953ed53
+
+exit codes: 0 success, 1 no run matched (runs best), 2 bad input or unknown experiment/run,
+3 the tracking server failed or could not be reached.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, like our own user errors
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _common(parser: argparse.ArgumentParser, *, experiments: bool = True) -> None:
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="output format (default: table)",
+    )
+    if not experiments:
+        return
+    parser.add_argument(
+        "-e",
+        "--experiment",
+        action="append",
+        metavar="NAME",
+        dest="experiments",
+        help="experiment name; repeat for several (default: $MLFLOW_EXPERIMENT_NAME, else Default)",
+    )
+    parser.add_argument(
+        "--filter",
+        default="",
+        metavar="FILTER",
+        help="MLflow filter string, e.g. \"tags.stage = 'hpo' AND metrics.f1 > 0.8\"",
+    )
+    parser.add_argument(
+        "--status",
+        type=str.upper,
+        choices=("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"),
+        help="only runs in this status",
+    )
+    parser.add_argument("--include-deleted", action="store_true", help="also consider deleted runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``tracking-tasks`` (also used for ``--help``)."""
+    parser = _Parser(
+        prog="tracking-tasks",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    runs = groups.add_parser(
+        "runs",
+        help="find, rank and show MLflow runs",
+        description="Find, rank and show MLflow runs.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = runs.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+
+    find = commands.add_parser(
+        "find",
+        help="list runs matching a filter (all pages)",
+        description="List the runs matching a filter, following MLflow's pages to the end.",
+    )
+    _common(find)
+    find.add_argument(
+        "--order-by",
+        action="append",
+        metavar="CLAUSE",
+        help='MLflow order-by clause, e.g. "metrics.f1 DESC"; repeat for several',
+    )
+    find.add_argument("--max-results", type=int, metavar="N", help="at most N runs (default: all)")
+
+    best = commands.add_parser(
+        "best",
+        help="the run with the best value of a metric",
+        description=(
+            "Print the run with the highest (or lowest) value of METRIC. Runs without it "
+            "are ignored; ties go to the run that started first, then the smallest run id. "
+            "Only FINISHED runs count unless --status or --any-status says otherwise. "
+            "Exit code 1 when no run has the metric."
+        ),
+    )
+    best.add_argument("metric", help="metric name, e.g. f1")
+    best.add_argument("--mode", choices=("max", "min"), default="max", help="max (default) or min")
+    _common(best)
+    best.add_argument("--any-status", action="store_true", help="consider runs in any status")
+
+    show = commands.add_parser(
+        "show",
+        help="one run by id: params, metrics, tags, link",
+        description="Show one run: status, times, params, metrics, tags and its UI link.",
+    )
+    show.add_argument("run_id", help="MLflow run id")
+    _common(show, experiments=False)
+    return parser
+
+
+def _short_time(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def _metrics_cell(metrics: dict[str, float], width: int = 48) -> str:
+    text = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _table(runs: Sequence[Any]) -> str:
+    header = ("RUN ID", "NAME", "STATUS", "STARTED (UTC)", "METRICS")
+    rows = [
+        (r.run_id, r.run_name, r.status, _short_time(r.start_time), _metrics_cell(r.metrics))
+        for r in runs
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _details(run: Any) -> str:
+    lines = [
+        f"run id:      {run.run_id}",
+        f"name:        {run.run_name}",
+        f"status:      {run.status}" + (" (deleted)" if run.lifecycle_stage == "deleted" else ""),
+        f"experiment:  {run.experiment_id}",
+        f"started:     {_short_time(run.start_time)} UTC",
+        f"ended:       {_short_time(run.end_time)}" + (" UTC" if run.end_time else ""),
+    ]
+    if run.parent_run_id:
+        lines.append(f"parent run:  {run.parent_run_id}")
+    lines.append(f"link:        {run.url or '- (local store: open it with mlflow ui)'}")
+    for title, values in (("params", run.params), ("metrics", run.metrics), ("tags", run.tags)):
+        lines.append(f"{title}:" + ("" if values else " -"))
+        lines.extend(f"  {key} = {values[key]}" for key in sorted(values))
+    return "\n".join(lines)
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, list):
+        return json.dumps([v.model_dump(mode="json") for v in value], indent=2)
+    return json.dumps(value.model_dump(mode="json"), indent=2)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tracking_tasks.finder import (
+        find_best_run,
+        find_mlflow_runs,
+        get_run_summary,
+    )
+
+    if args.command == "find":
+        runs = find_mlflow_runs.fn(
+            args.experiments,
+            args.filter,
+            tracking_uri=args.tracking_uri,
+            order_by=args.order_by,
+            status=args.status,
+            max_results=args.max_results,
+            include_deleted=args.include_deleted,
+        )
+        if args.format == "json":
+            print(_json(runs))
+        else:
+            print(_table(runs) if runs else "no runs matched")
+        return EXIT_OK
+    if args.command == "best":
+        status: Any = None if args.any_status else (args.status or "FINISHED")
+        found = find_best_run.fn(
+            args.metric,
+            args.experiments,
+            mode=args.mode,
+            filter_string=args.filter,
+            status=status,
+            include_deleted=args.include_deleted,
+            tracking_uri=args.tracking_uri,
+        )
+        if found is None:
+            message = f"no {status or ''} run has metric {args.metric!r}".replace("  ", " ")
+            if args.format == "json":
+                print("null")
+            print(message, file=sys.stderr)
+            return EXIT_NOTHING_FOUND
+        print(_json(found) if args.format == "json" else _details(found))
+        return EXIT_OK
+    run = get_run_summary(args.run_id, tracking_uri=args.tracking_uri)
+    print(_json(run) if args.format == "json" else _details(run))
+    return EXIT_OK
+
+
+def _fail(exc: BaseException) -> None:
+    print("tracking-tasks: error: " + " ".join(str(exc).split()), file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tracking-tasks`` command line; return its exit code.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 1 when ``runs best`` finds no run, 2 for bad input (a malformed
+        filter, an unknown experiment or run id, an invalid tracking URI), 3 when the
+        tracking server fails or cannot be reached.
+
+    Example:
+        >>> main(["runs", "find", "--filter", "metrics.f1 >"])  # doctest: +SKIP
+        2
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # results go to stdout
+    args = build_parser().parse_args(argv)
+
+    from tracking_tasks.exceptions import (
+        ExperimentNotFoundError,
+        InvalidSearchError,
+        RunNotFoundError,
+        TrackingConfigError,
+        TrackingTasksError,
+    )
+
+    try:
+        return _run(args)
+    except (
+        InvalidSearchError,
+        ExperimentNotFoundError,
+        RunNotFoundError,
+        TrackingConfigError,
+    ) as exc:
+        _fail(exc)
+        return EXIT_USAGE
+    except TrackingTasksError as exc:
+        _fail(exc)
+        return EXIT_SERVER
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
