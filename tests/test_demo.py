@@ -10,17 +10,23 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 
-def test_demo_runs_on_embedded_default(tmp_path: Path, repo_root: Path) -> None:
+def _run_flow_script(repo_root: Path, script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run flows/<script> as a newcomer would: fresh process, no MLflow or Prefect API set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API"))}
     out = subprocess.run(
-        [sys.executable, str(repo_root / "flows" / "demo.py")],
-        cwd=tmp_path,
+        [sys.executable, str(repo_root / "flows" / script)],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=400,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_demo_runs_on_embedded_default(tmp_path: Path, repo_root: Path) -> None:
+    out = _run_flow_script(repo_root, "demo.py", tmp_path)
     db = tmp_path / "mlflow.db"
     assert db.exists()
     assert f"sqlite:///{db}" in out.stdout
@@ -39,16 +45,7 @@ def test_demo_runs_on_embedded_default(tmp_path: Path, repo_root: Path) -> None:
 
 def test_pipeline_demo_runs_every_stage(tmp_path: Path, repo_root: Path) -> None:
     """`make demo`: the whole pipeline on the embedded default, in a fresh process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API"))}
-    out = subprocess.run(
-        [sys.executable, str(repo_root / "flows" / "pipeline.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = _run_flow_script(repo_root, "pipeline.py", tmp_path)
     db = tmp_path / "mlflow.db"
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("digits-pipeline")
