@@ -157,6 +157,7 @@ class RunLogger:
         self._params: list[Param] = []
         self._tags: list[RunTag] = []
         self._param_values: dict[str, str] = {}
+        self._valid_keys: set[str] = set()  # metric keys already checked
         self._lock = threading.RLock()
         self._last_flush = time.monotonic()
 
@@ -176,7 +177,11 @@ class RunLogger:
         """
         from mlflow.entities import Metric
 
-        key, number, step = check_metric(key, value, step)
+        if key in self._valid_keys and type(value) is float and type(step) is int:
+            number = value  # the hot path of a training loop: a known key, plain numbers
+        else:
+            key, number, step = check_metric(key, value, step)
+            self._valid_keys.add(key)
         point = Metric(key, number, timestamp if timestamp is not None else now_ms(), step)
         with self._lock:
             self._metrics.append(point)
