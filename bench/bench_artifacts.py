@@ -113,6 +113,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--large-reps", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "artifacts.json"))
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="mlflow server --workers (MLflow's default: 4)",
+    )
     args = parser.parse_args()
 
     from mlflow import MlflowClient
@@ -121,7 +127,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="tt-bench-artifacts-"))
     (work / "server").mkdir()
-    server = start_mlflow_server(work / "server")
+    server = start_mlflow_server(work / "server", workers=args.server_workers)
     try:
         client = MlflowClient(server.url)
         experiment_id = client.create_experiment("bench-artifacts")

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -168,6 +169,7 @@ def main() -> None:
             )
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)  # the store of 10,000 runs is not kept
 
     result = {
         "runs": args.runs,
