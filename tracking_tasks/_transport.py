@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import queue
 import shutil
 import tempfile
 import threading
@@ -132,21 +133,37 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class _FileBody:
-    """A streamed request body: reads the file in chunks, hashing and counting them."""
+    """A streamed request body: reads the file in chunks, hashing and counting them.
+
+    The sha256 runs on a helper thread fed through a bounded queue (at most 8 chunks,
+    8 MiB, in flight): hashlib and the socket both release the GIL, so hashing overlaps
+    sending instead of adding to it.
+    """
+
+    _QUEUE_CHUNKS = 8
 
     def __init__(self, path: Path, size: int, progress: ProgressFn | None) -> None:
         self._file = path.open("rb")
         self._size = size
         self._progress = progress
-        self.digest = hashlib.sha256()
+        self._digest = hashlib.sha256()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=self._QUEUE_CHUNKS)
+        self._hasher = threading.Thread(target=self._hash, name="sha256-upload", daemon=True)
+        self._hasher.start()
+        self._finished = False
+
+    def _hash(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
 
     def read(self, amount: int = -1) -> bytes:
         # urllib3 asks for 16 KiB blocks; 1 MiB ones cost 64x fewer Python round trips
         # and sendall() takes whatever it is given
         chunk = self._file.read(max(amount, CHUNK_BYTES))
-        self.digest.update(chunk)
-        if chunk and self._progress is not None:
-            self._progress(len(chunk))
+        if chunk:
+            self._chunks.put(chunk)
+            if self._progress is not None:
+                self._progress(len(chunk))
         return chunk
 
     def __len__(self) -> int:
@@ -156,7 +173,19 @@ class _FileBody:
         while chunk := self.read(CHUNK_BYTES):
             yield chunk
 
+    def _finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._chunks.put(None)
+            self._hasher.join()
+
+    def hexdigest(self) -> str:
+        """sha256 of every byte read so far (waits for the hashing thread)."""
+        self._finish()
+        return self._digest.hexdigest()
+
     def close(self) -> None:
+        self._finish()
         self._file.close()
 
 
@@ -237,7 +266,7 @@ class HttpTransport:
             self._request("PUT", self._url(remote), what, data=stream).close()
         finally:
             stream.close()
-        return stream.digest.hexdigest()
+        return stream.hexdigest()
 
     def _list_one(self, remote_dir: str) -> list[tuple[str, bool, int | None]]:
         what = f"listing of {remote_dir or '/'!r} in {self.description}"
