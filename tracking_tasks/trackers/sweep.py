@@ -15,10 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from tracking_tasks.batching import RunLogger
 from tracking_tasks.config import TrackingConfig
 from tracking_tasks.handles import RunRef, TrackingContext
+from tracking_tasks.hashing import config_hash
 from tracking_tasks.lifecycle import end_mlflow_run, mlflow_state_hooks
-from tracking_tasks.runs import create_mlflow_run, log_metrics, set_tags
+from tracking_tasks.runs import create_mlflow_run, log_metrics, log_params, set_tags
 from tracking_tasks.trackers.core import (
     STAGE_TAG,
+    StageOutput,
     StageResult,
     flatten_params,
     normalise_output,
@@ -223,10 +225,15 @@ def track_sweep(
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
     context = tracking_context(tracking)
-    config = {"trials": [dict(t) for t in trials], "metric": metric, "mode": mode}
-    parent = open_stage_run(
-        "sweep", context, {"metric": metric, "mode": mode, "n_trials": len(trials)}, run_name
-    )
+    # the trial list is part of the sweep's identity (a retried sweep finds its run; a
+    # sweep over other trials in the same flow run gets its own), by hash: it may be long
+    sweep_config = {
+        "metric": metric,
+        "mode": mode,
+        "n_trials": len(trials),
+        "trials_hash": config_hash([dict(t) for t in trials], short=True),
+    }
+    parent = open_stage_run("sweep", context, sweep_config, run_name)
     futures = [
         run_trial.submit(objective, context, parent, i, dict(params))
         for i, params in enumerate(trials)
@@ -262,17 +269,12 @@ def track_sweep(
         )
     set_tags(parent, {BEST_RUN_TAG: best.run_id, "tracking_tasks.best_trial": str(best.index)})
     log_metrics(parent, {f"best.{k}": v for k, v in best.metrics.items()})
-    from tracking_tasks.runs import log_params
-
     log_params(parent, {f"best.{k}": v for k, v in flatten_params(best.params).items()})
     checkpoint = None
     if best.checkpoint is not None:
-        from tracking_tasks.trackers.core import StageOutput
-
         checkpoint = upload_checkpoint(
             parent, StageOutput(checkpoint=best.checkpoint), checkpoint_artifact_path
         )
-    _ = config
     return SweepResult(
         stage="sweep",
         run=parent,
