@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import posixpath
 import queue
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from tracking_tasks.clients import error_code, get_client
 from tracking_tasks.exceptions import (
@@ -27,7 +28,7 @@ from tracking_tasks.exceptions import (
 from tracking_tasks.urls import is_http_uri, redact_uri
 
 if TYPE_CHECKING:
-    import requests
+    import urllib3
 
 CHUNK_BYTES = 1024 * 1024
 # Bodies up to this size go out in the same write as the headers: a file object body is
@@ -61,6 +62,9 @@ class Transport(Protocol):
 
     def get(self, remote: str, local: Path) -> str:
         """Write ``remote`` to ``local``; return the sha256 of what was written."""
+
+    def close(self) -> None:
+        """Release the transport's connections."""
 
 
 def safe_relpath(name: str, what: str = "artifact name") -> str:
@@ -106,6 +110,7 @@ def sha256_file(path: Path) -> str:
 def is_transient(exc: BaseException) -> bool:
     """True for faults that may pass: connection refused/reset, timeouts, HTTP 408/429/5xx."""
     import requests
+    import urllib3
 
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -120,6 +125,9 @@ def is_transient(exc: BaseException) -> bool:
             requests.ConnectionError
             | requests.Timeout
             | requests.exceptions.ChunkedEncodingError
+            | urllib3.exceptions.ProtocolError
+            | urllib3.exceptions.TimeoutError
+            | urllib3.exceptions.NewConnectionError
             | ConnectionError
             | TimeoutError,
         ):
@@ -189,94 +197,222 @@ class _FileBody:
         self._file.close()
 
 
-class HttpTransport:
-    """Talks to ``mlflow server --serve-artifacts`` with plain ``requests``.
+def _quickack_connection(base: type[Any]) -> type[Any]:
+    """``base`` (a urllib3 connection class) that acknowledges answers at once.
 
-    Each request is sent once (no hidden urllib3 retries); a failure is raised as
-    ``TransientArtifactError`` or a permanent ``ArtifactError`` so that the Prefect
-    task's retries are the only ones, and visible.
+    ``mlflow server`` with several uvicorn workers (MLflow's default is 4) answers with
+    Nagle's algorithm on (uvicorn#3149): a Flask endpoint's reply goes out as headers,
+    then the body held back until the headers are acknowledged, and Linux delays that
+    ACK by 40 ms. Every listing and run lookup cost ~44 ms instead of ~2 ms. Linux's
+    TCP_QUICKACK, set before each reply is read, sends the ACK at once. Elsewhere this
+    is the plain class.
+    """
+    import socket
+
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    if quickack is None:
+        return base
+
+    class QuickAck(base):  # type: ignore[misc]
+        def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+            sock = getattr(self, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+            return super().getresponse(*args, **kwargs)
+
+    QuickAck.__name__ = QuickAck.__qualname__ = f"QuickAck{base.__name__}"
+    return QuickAck
+
+
+class _Origin:
+    """A urllib3 connection pool to one HTTP(S) origin, set up as MLflow's own client is.
+
+    Same credentials (``get_default_host_creds``: basic auth or bearer token, TLS
+    verification with ``MLFLOW_TRACKING_SERVER_CERT_PATH`` or requests' CA bundle,
+    client certificate) and the same proxies (``HTTP(S)_PROXY`` / ``NO_PROXY``, by
+    requests' rules). They are resolved once here: a ``requests.Session`` re-reads
+    proxies and CA settings from the environment on every request, which made it cost
+    2.5x the client CPU of this pool per small file (``bench/bench_artifacts.py``).
+
+    Each request is sent once (no urllib3 retries, no redirects followed): a failure is
+    raised as ``TransientArtifactError`` or a permanent ``ArtifactError`` so that the
+    Prefect task's retries are the only ones, and visible.
     """
 
-    def __init__(
-        self, artifact_url: str, tracking_uri: str, timeout: float, pool_size: int
-    ) -> None:
-        import requests
+    def __init__(self, url: str, tracking_uri: str, timeout: float, pool_size: int) -> None:
+        import urllib3
         from mlflow.utils.credentials import get_default_host_creds
+        from requests.utils import get_auth_from_url, get_environ_proxies, select_proxy
 
-        parts = urlsplit(artifact_url)
-        prefix, _, root = parts.path.partition(_ARTIFACTS_API)
+        from tracking_tasks import __version__
+
+        parts = urlsplit(url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
-        self.api = f"{self.origin}{prefix}{_ARTIFACTS_API}"
-        self.root = root.strip("/")
-        self.timeout = timeout
-        self.description = redact_uri(f"{self.api}/{self.root}")
+        self.description = redact_uri(self.origin)
         creds = get_default_host_creds(tracking_uri)  # type: ignore[no-untyped-call]
-        session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=1, pool_maxsize=max(pool_size, 1), max_retries=0
-        )
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        self.headers = {"User-Agent": f"tracking-tasks/{__version__}"}
         if creds.username and creds.password:
-            session.auth = (creds.username, creds.password)
+            self.headers.update(
+                urllib3.util.make_headers(basic_auth=f"{creds.username}:{creds.password}")
+            )
         elif creds.token:
-            session.headers["Authorization"] = f"Bearer {creds.token}"
-        session.verify = creds.verify
-        if creds.client_cert_path is not None:
-            session.cert = creds.client_cert_path
-        self.session = session
-        self._lock = threading.Lock()
+            self.headers["Authorization"] = f"Bearer {creds.token}"
+        options: dict[str, Any] = {
+            "maxsize": max(pool_size, 1),
+            "retries": False,
+            "timeout": urllib3.Timeout(connect=timeout, read=timeout),
+        }
+        if parts.scheme == "https":
+            options.update(_tls_options(creds.verify, creds.client_cert_path))
+        proxy = select_proxy(url, get_environ_proxies(url))
+        manager: urllib3.PoolManager
+        if proxy:
+            user, password = get_auth_from_url(proxy)
+            proxy_headers = (
+                urllib3.util.make_headers(proxy_basic_auth=f"{user}:{password}") if user else None
+            )
+            manager = urllib3.ProxyManager(
+                proxy, num_pools=1, proxy_headers=proxy_headers, **options
+            )
+        else:
+            manager = urllib3.PoolManager(num_pools=1, **options)
+        self._manager = manager
+        self.pool = manager.connection_from_url(self.origin)
+        self.pool.ConnectionCls = _quickack_connection(self.pool.ConnectionCls)
+        # a plain-HTTP proxy takes the absolute URL in the request line
+        self._absolute = bool(proxy) and parts.scheme == "http"
 
-    def _url(self, remote: str) -> str:
-        return f"{self.api}/{quote(join(self.root, remote), safe='/')}"
+    def request(
+        self,
+        method: str,
+        target: str,
+        what: str,
+        *,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> urllib3.BaseHTTPResponse:
+        """Send one request to ``target`` (a path with its query); return a 2xx answer.
 
-    def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
-        import requests
+        With ``stream=True`` the body is left unread: read it, then ``release_conn()``.
+
+        Raises:
+            TransientArtifactError: connection refused/reset, timeout, HTTP 408/429/5xx.
+            ArtifactNotFoundError: HTTP 404.
+            ArtifactError: any other refusal.
+        """
+        import urllib3
 
         try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+            response = self.pool.urlopen(
+                method,
+                self.origin + target if self._absolute else target,
+                body=body,
+                headers={**self.headers, **headers} if headers else self.headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=not stream,
+            )
+        except urllib3.exceptions.SSLError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "hostname" in str(exc).lower():
+                raise ArtifactError(
+                    f"{what}: the server's TLS certificate was refused ({exc}); set "
+                    "MLFLOW_TRACKING_SERVER_CERT_PATH to its CA bundle"
+                ) from exc
             raise TransientArtifactError(f"{what}: {type(exc).__name__}: {exc}") from exc
-        except requests.RequestException as exc:
-            if is_transient(exc):
-                raise TransientArtifactError(f"{what}: {type(exc).__name__}: {exc}") from exc
-            raise ArtifactError(f"{what}: {exc}") from exc
-        if response.status_code < 300:
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransientArtifactError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        if response.status < 300:
             return response
-        detail = response.text[:300]
+        detail = (response.read(300) if stream else response.data[:300]).decode("utf-8", "replace")
         response.close()
-        message = f"{what}: HTTP {response.status_code} {response.reason}: {detail}"
-        if response.status_code in TRANSIENT_STATUS:
+        message = f"{what}: HTTP {response.status} {response.reason}: {detail}"
+        if response.status in TRANSIENT_STATUS:
             raise TransientArtifactError(message)
-        if response.status_code == 404:
+        if response.status == 404:
             raise ArtifactNotFoundError(message)
         raise ArtifactError(message)
+
+    def get_json(self, target: str, what: str) -> dict[str, Any]:
+        """GET ``target`` and parse the JSON answer (a 404's body included)."""
+        response = self.request("GET", target, what)
+        try:
+            body = json.loads(response.data)
+        except ValueError as exc:
+            raise ArtifactError(f"{what}: the answer is not JSON") from exc
+        if not isinstance(body, dict):
+            raise ArtifactError(f"{what}: the answer is not a JSON object")
+        return body
+
+    def close(self) -> None:
+        self._manager.clear()
+
+
+def _tls_options(verify: bool | str, client_cert: str | None) -> dict[str, Any]:
+    """urllib3 TLS options for MLflow's ``verify`` (bool or CA path) and client cert."""
+    options: dict[str, Any] = {}
+    if verify is False:
+        options["cert_reqs"] = "CERT_NONE"
+    else:
+        if isinstance(verify, str):
+            bundle = verify
+        else:  # requests' order: its env vars, then certifi's bundle
+            import certifi
+
+            bundle = (
+                os.environ.get("REQUESTS_CA_BUNDLE")
+                or os.environ.get("CURL_CA_BUNDLE")
+                or certifi.where()
+            )
+        options["cert_reqs"] = "CERT_REQUIRED"
+        options["ca_cert_dir" if os.path.isdir(bundle) else "ca_certs"] = bundle
+    if client_cert:
+        options["cert_file"] = client_cert
+    return options
+
+
+class HttpTransport:
+    """Talks to ``mlflow server --serve-artifacts`` over one urllib3 pool (see ``_Origin``)."""
+
+    def __init__(self, origin: _Origin, artifact_url: str) -> None:
+        path = urlsplit(artifact_url).path
+        prefix, _, root = path.partition(_ARTIFACTS_API)
+        self.http = origin
+        self.api = f"{prefix}{_ARTIFACTS_API}"
+        self.root = root.strip("/")
+        self.description = redact_uri(f"{origin.origin}{self.api}/{self.root}")
+
+    def _target(self, remote: str) -> str:
+        return f"{self.api}/{quote(join(self.root, remote), safe='/')}"
 
     def put(self, local: Path, remote: str, progress: ProgressFn | None = None) -> str:
         size = local.stat().st_size
         what = f"upload of {remote!r} to {self.description}"
         if size <= SMALL_FILE_BYTES:
             body = local.read_bytes()
-            self._request("PUT", self._url(remote), what, data=body).close()
+            self.http.request("PUT", self._target(remote), what, body=body)
             if progress is not None:
                 progress(len(body))
             return hashlib.sha256(body).hexdigest()
         stream = _FileBody(local, size, progress)
         try:
-            self._request("PUT", self._url(remote), what, data=stream).close()
+            self.http.request(
+                "PUT",
+                self._target(remote),
+                what,
+                body=stream,
+                headers={"Content-Length": str(size)},
+            )
         finally:
             stream.close()
         return stream.hexdigest()
 
     def _list_one(self, remote_dir: str) -> list[tuple[str, bool, int | None]]:
         what = f"listing of {remote_dir or '/'!r} in {self.description}"
-        response = self._request(
-            "GET", self.api, what, params={"path": join(self.root, remote_dir)}
-        )
-        try:
-            files = response.json().get("files", [])
-        except ValueError as exc:
-            raise ArtifactError(f"{what}: the answer is not JSON") from exc
+        query = urlencode({"path": join(self.root, remote_dir)})
+        files = self.http.get_json(f"{self.api}?{query}", what).get("files", [])
         found = []
         for item in files:
             name = str(item.get("path", ""))
@@ -302,20 +438,23 @@ class HttpTransport:
 
     def get(self, remote: str, local: Path) -> str:
         what = f"download of {remote!r} from {self.description}"
-        response = self._request("GET", self._url(remote), what, stream=True)
+        response = self.http.request("GET", self._target(remote), what, stream=True)
         digest = hashlib.sha256()
         try:
             with local.open("wb") as f:
-                for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
+                for chunk in response.stream(CHUNK_BYTES):
                     digest.update(chunk)
                     f.write(chunk)
         except Exception as exc:
+            response.close()
             if is_transient(exc):
                 raise TransientArtifactError(f"{what}: {type(exc).__name__}: {exc}") from exc
             raise
-        finally:
-            response.close()
+        response.release_conn()
         return digest.hexdigest()
+
+    def close(self) -> None:
+        self.http.close()
 
 
 class RepoTransport:
@@ -376,44 +515,34 @@ class RepoTransport:
             shutil.move(fetched, local)
         return sha256_file(local)
 
+    def close(self) -> None:
+        """Nothing to release: MLflow's repository keeps its own sessions."""
 
-def _get_run_artifact_uri(
-    run_id: str, tracking_uri: str, registry_uri: str | None, timeout: float
-) -> str:
-    """The run's artifact URI; over HTTP one request sent once (no MLflow retries)."""
-    if is_http_uri(tracking_uri):
-        import requests
-        from mlflow.utils.credentials import get_default_host_creds
 
-        creds = get_default_host_creds(tracking_uri)  # type: ignore[no-untyped-call]
-        auth = (creds.username, creds.password) if creds.username and creds.password else None
-        headers = {"Authorization": f"Bearer {creds.token}"} if creds.token and not auth else {}
-        url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/runs/get"
-        what = f"lookup of MLflow run {run_id} on {redact_uri(tracking_uri)}"
-        try:
-            response = requests.get(
-                url,
-                params={"run_id": run_id},
-                timeout=timeout,
-                auth=auth,
-                headers=headers,
-                verify=creds.verify,
-                cert=creds.client_cert_path,
-            )
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientArtifactError(f"{what}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code in TRANSIENT_STATUS:
-            raise TransientArtifactError(f"{what}: HTTP {response.status_code}")
-        body: dict[str, Any] = {}
-        with contextlib.suppress(ValueError):
-            body = response.json()
-        if response.status_code == 404 or body.get("error_code") == "RESOURCE_DOES_NOT_EXIST":
+def _get_run_artifact_uri(origin: _Origin, run_id: str, tracking_uri: str) -> str:
+    """The run's artifact URI: one ``runs/get`` request, sent once (no MLflow retries)."""
+    what = f"lookup of MLflow run {run_id} on {redact_uri(tracking_uri)}"
+    prefix = urlsplit(tracking_uri).path.rstrip("/")
+    target = f"{prefix}/api/2.0/mlflow/runs/get?{urlencode({'run_id': run_id})}"
+    try:
+        body = origin.get_json(target, what)
+    except ArtifactNotFoundError as exc:
+        raise RunNotFoundError(
+            f"MLflow run {run_id} does not exist on {redact_uri(tracking_uri)}"
+        ) from exc
+    except ArtifactError as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc):
             raise RunNotFoundError(
                 f"MLflow run {run_id} does not exist on {redact_uri(tracking_uri)}"
-            )
-        if response.status_code >= 300:
-            raise ArtifactError(f"{what}: HTTP {response.status_code}: {response.text[:300]}")
+            ) from exc
+        raise
+    try:
         return str(body["run"]["info"]["artifact_uri"])
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"{what}: the answer holds no artifact_uri") from exc
+
+
+def _get_repo_artifact_uri(run_id: str, tracking_uri: str, registry_uri: str | None) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -436,26 +565,39 @@ def open_transport(
 ) -> Transport:
     """Pick the transport for a run: direct HTTP when its artifacts are served by the
     tracking server (``mlflow-artifacts:`` URIs) with basic or token auth, else MLflow's
-    artifact repository for that URI.
+    artifact repository for that URI. Close it when done.
 
     Raises:
         RunNotFoundError: the run does not exist.
         TransientArtifactError: the server could not be reached.
     """
-    artifact_uri = _get_run_artifact_uri(run_id, tracking_uri, registry_uri, timeout)
-    if is_http_uri(tracking_uri) and (
-        artifact_uri.startswith("mlflow-artifacts:") or _ARTIFACTS_API in artifact_uri
-    ):
-        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
-        from mlflow.utils.credentials import get_default_host_creds
+    if not is_http_uri(tracking_uri):
+        return RepoTransport(
+            _get_repo_artifact_uri(run_id, tracking_uri, registry_uri), tracking_uri
+        )
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+    from mlflow.utils.credentials import get_default_host_creds
 
+    origin = _Origin(tracking_uri, tracking_uri, timeout, pool_size)
+    try:
+        artifact_uri = _get_run_artifact_uri(origin, run_id, tracking_uri)
         creds = get_default_host_creds(tracking_uri)  # type: ignore[no-untyped-call]
         plain_auth = not (creds.auth or creds.aws_sigv4 or creds.use_databricks_sdk)
-        if plain_auth:
+        if plain_auth and (
+            artifact_uri.startswith("mlflow-artifacts:") or _ARTIFACTS_API in artifact_uri
+        ):
             url = (
                 artifact_uri
                 if is_http_uri(artifact_uri)
                 else MlflowArtifactsRepository.resolve_uri(artifact_uri, tracking_uri)  # type: ignore[no-untyped-call]
             )
-            return HttpTransport(url, tracking_uri, timeout, pool_size)
+            parts = urlsplit(url)
+            if f"{parts.scheme}://{parts.netloc}" != origin.origin:
+                origin.close()
+                origin = _Origin(url, tracking_uri, timeout, pool_size)
+            return HttpTransport(origin, url)
+    except BaseException:
+        origin.close()
+        raise
+    origin.close()
     return RepoTransport(artifact_uri, tracking_uri)

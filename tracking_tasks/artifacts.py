@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -268,22 +268,40 @@ def _run_all(
     items: Iterable[_T],
     progress: _Progress | None = None,
 ) -> list[tuple[_T, BaseException]]:
-    """Run ``work`` on every item; collect failures; stop early on a permanent one."""
-    futures: dict[Future[Any], _T] = {pool.submit(work, item): item for item in items}
+    """Run ``work`` on every item; collect failures; start no more after a permanent one.
+
+    Completion is counted in each worker, so the waiting thread costs nothing per item
+    (a ``wait(FIRST_COMPLETED)`` loop re-registers on every pending future each time
+    one finishes: quadratic, and it competed with the senders for the GIL).
+    """
+    todo = list(items)
     failures: list[tuple[_T, BaseException]] = []
-    pending = set(futures)
-    while pending:
-        done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-        for future in done:
-            if future.cancelled():
-                continue
-            exc = future.exception()
-            if exc is None:
-                continue
-            failures.append((futures[future], exc))
+    lock = threading.Lock()
+    stop = threading.Event()
+    finished = threading.Event()
+    remaining = len(todo)
+
+    def guarded(item: _T) -> None:
+        nonlocal remaining
+        try:
+            if not stop.is_set():
+                work(item)
+        except BaseException as exc:
+            with lock:
+                failures.append((item, exc))
             if not is_transient(exc):
-                for other in pending:
-                    other.cancel()
+                stop.set()
+        finally:
+            with lock:
+                remaining -= 1
+                if remaining == 0:
+                    finished.set()
+
+    if not todo:
+        return failures
+    for item in todo:
+        pool.submit(guarded, item)
+    while not finished.wait(1.0):
         if progress is not None:
             progress.report()
     return failures
@@ -483,6 +501,7 @@ def _upload(
         )
     log = logger()
     with (
+        contextlib.ExitStack() as cleanup,  # exits last: the transport outlives the pool
         ThreadPoolExecutor(max_workers, thread_name_prefix="tt-artifacts") as pool,
         tempfile.TemporaryDirectory(prefix="tt-upload-") as scratch_name,
     ):
@@ -502,6 +521,7 @@ def _upload(
             timeout=_timeout(timeout_seconds),
             pool_size=max_workers,
         )
+        cleanup.callback(transport.close)
         where = f"run {run.run_id} at {root or '/'!r}"
         remote = {f.path: f.size for f in transport.list(root)}
         previous = _read_manifest(transport, root, scratch) if MANIFEST_NAME in remote else None
@@ -828,11 +848,34 @@ def _download(
     timeout_seconds: float | None,
     extract: bool,
 ) -> Path:
-    root = _artifact_root(artifact_path)
+    _artifact_root(artifact_path)  # refuse a bad path before connecting
     dst = Path(dst_dir).expanduser().resolve()
     transport = open_transport(
         run_id, tracking_uri, registry_uri, timeout=_timeout(timeout_seconds), pool_size=max_workers
     )
+    with contextlib.closing(transport):
+        return _download_with(
+            transport,
+            run_id,
+            tracking_uri,
+            artifact_path,
+            dst,
+            max_workers=max_workers,
+            extract=extract,
+        )
+
+
+def _download_with(
+    transport: Transport,
+    run_id: str,
+    tracking_uri: str,
+    artifact_path: str,
+    dst: Path,
+    *,
+    max_workers: int,
+    extract: bool,
+) -> Path:
+    root = _artifact_root(artifact_path)
     where = f"run {run_id} at {root or '/'!r}"
     listing = {f.path: f.size for f in transport.list(root)}
     only: str | None = None
