@@ -18,7 +18,9 @@ the first ``--first`` candidates are faulted, then each later one with probabili
 ``--fraction`` (seeded by ``--seed``). The control endpoint ``/__faultproxy__`` (never
 forwarded) answers GET with counters as JSON and takes a POST of a JSON object with any
 of ``fault``, ``first``, ``fraction``, ``match``, ``seed``, ``stall_seconds`` to
-reconfigure (counters reset).
+reconfigure (counters reset). It also serves as a forward proxy (``HTTP_PROXY``):
+a request line with an absolute URL goes upstream in origin form, counted in
+``as_forward_proxy``.
 
 Usage::
 
@@ -99,6 +101,7 @@ class Policy:
             self.candidates = 0
             self.injected = 0
             self.forwarded = 0
+            self.as_forward_proxy = 0
 
     def choose(self, method: str, path: str) -> str:
         """The fault for this request ("none" to forward it untouched)."""
@@ -129,7 +132,12 @@ class Policy:
                 "candidates": self.candidates,
                 "injected": self.injected,
                 "forwarded": self.forwarded,
+                "as_forward_proxy": self.as_forward_proxy,
             }
+
+    def note_forward_proxy(self) -> None:
+        with self.lock:
+            self.as_forward_proxy += 1
 
     def count_forwarded(self) -> None:
         with self.lock:
@@ -184,6 +192,12 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self._answer(200, json.dumps(policy.stats()).encode())
 
     def _handle(self) -> None:
+        if self.path.startswith(("http://", "https://")):
+            # sent to us as a forward proxy (HTTP_PROXY): the request line holds the
+            # absolute URL; forward it to the upstream in origin form, as proxies do
+            parts = urlsplit(self.path)
+            self.path = parts.path + (f"?{parts.query}" if parts.query else "")
+            self.server.policy.note_forward_proxy()
         if urlsplit(self.path).path == CONTROL_PATH:
             self._control()
             return

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -22,20 +23,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http_ok(
+    url: str,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    ca_bundle: Path | None = None,
+) -> None:
+    context = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else None
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with code {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                 if resp.status == 200:
                     return
         except Exception as exc:
             last = exc
         time.sleep(0.25)
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+def make_self_signed_cert(root: Path) -> tuple[Path, Path]:
+    """A fresh self-signed certificate for 127.0.0.1 (openssl): (cert.pem, key.pem)."""
+    root.mkdir(parents=True, exist_ok=True)
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+            "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
@@ -62,6 +85,7 @@ class MlflowServer:
     proc: subprocess.Popen[bytes]
     root: Path
     log_path: Path
+    ca_bundle: Path | None = None
 
     def stop(self) -> None:
         stop_process_group(self.proc)
@@ -73,13 +97,31 @@ def start_mlflow_server(
     timeout: float = 180,
     env_extra: dict[str, str] | None = None,
     workers: int = 1,
+    tls: bool = False,
 ) -> MlflowServer:
     """Start `mlflow server` (SQLite, served artifacts, one worker by default) and wait for
-    /health. Several workers add ~40 ms to each request on a reused connection here."""
+    /health. Several workers add ~40 ms to each request on a reused connection here.
+
+    MLflow's job runner is off: left on (MLflow's default with a SQL store) it starts
+    seven huey consumer processes that each import MLflow, about 40 CPU-seconds in the
+    20 s after /health answers, which on 2 cores stalls whatever runs next. Nothing in
+    tracking-tasks uses server jobs (GenAI scorers, trace rollups).
+
+    With ``tls=True`` it serves HTTPS with a fresh self-signed certificate
+    (``MlflowServer.ca_bundle``)."""
     port = free_port()
+    ca_bundle: Path | None = None
+    if tls:
+        ca_bundle, key = make_self_signed_cert(root / "tls")
+        extra_args = (
+            *extra_args,
+            "--uvicorn-opts",
+            f"--ssl-certfile {ca_bundle} --ssl-keyfile {key}",
+        )
     log_path = root / "server.log"
     log = log_path.open("wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env.update(env_extra or {})
     proc = subprocess.Popen(
         [
@@ -97,15 +139,15 @@ def start_mlflow_server(
         env=env,
         start_new_session=True,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
-        wait_http_ok(f"{url}/health", timeout, proc)
+        wait_http_ok(f"{url}/health", timeout, proc, ca_bundle)
     except Exception:
         stop_process_group(proc)
         raise RuntimeError(
             f"mlflow server failed to start:\n{log_path.read_text()[-3000:]}"
         ) from None
-    return MlflowServer(url=url, proc=proc, root=root, log_path=log_path)
+    return MlflowServer(url=url, proc=proc, root=root, log_path=log_path, ca_bundle=ca_bundle)
 
 
 @dataclass
@@ -165,17 +207,7 @@ class AzureStandin:
 
 def start_azure_standin(root: Path, token: str, workspaces: dict[str, str]) -> AzureStandin:
     """Start tests/azure_standin.py over TLS with a fresh self-signed certificate."""
-    root.mkdir(parents=True, exist_ok=True)
-    cert, key = root / "cert.pem", root / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-            "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    cert, key = make_self_signed_cert(root)
     port = free_port()
     log_path = root / "standin.log"
     proc = subprocess.Popen(

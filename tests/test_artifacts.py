@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from prefect import flow
 
 from tests.helpers import flow_run_artifacts, task_run_states
-from tests.servers import MlflowServer, stop_process_group
+from tests.servers import MlflowServer, start_mlflow_server, stop_process_group
 from tracking_tasks import (
     MANIFEST_NAME,
     ArtifactManifest,
@@ -559,3 +559,75 @@ def test_large_upload_streams_without_holding_the_file(run: RunRef, tmp_path: Pa
     stored = _remote_files(run, "large")
     assert set(stored) == {"large/large.bin", f"large/{MANIFEST_NAME}"}
     assert stored["large/large.bin"] == 80 * 1024 * 1024
+
+
+# --- how the bytes travel: the environment's proxy, HTTPS -----------------------------
+
+
+def test_transfers_honour_the_environments_http_proxy(
+    run: RunRef, tmp_path: Path, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY / NO_PROXY are honoured by requests' rules, as MLflow's own client does."""
+    source = _make_tree(tmp_path / "src", files=2)  # includes a streamed 2 MiB file
+    proxy.configure(fault="none")
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", proxy.url)
+    manifest = upload_artifacts.fn(run, source, "via-proxy")
+    dst = download_artifacts.fn(run, "via-proxy", tmp_path / "back")
+    through_proxy = proxy.stats()["as_forward_proxy"]
+
+    monkeypatch.setenv("no_proxy", "127.0.0.1")  # the same host, now exempted
+    download_artifacts.fn(run, "via-proxy", tmp_path / "direct")
+    monkeypatch.delenv("http_proxy")
+
+    assert _tree_bytes(dst) == _tree_bytes(source)
+    # each file went up and came down through the proxy, with the lookups and listings
+    assert through_proxy >= 2 * len(manifest.files) + 3
+    assert proxy.stats()["as_forward_proxy"] == through_proxy  # NO_PROXY: direct
+    assert _tree_bytes(tmp_path / "direct") == _tree_bytes(source)
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-tls"), tls=True)
+    yield server
+    server.stop()
+
+
+def test_https_server_is_verified_with_mlflows_certificate_setting(
+    tls_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert tls_server.ca_bundle is not None
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(tls_server.ca_bundle))
+    client = MlflowClient(tls_server.url)
+    experiment_id = client.create_experiment(f"tls-{os.urandom(4).hex()}")
+    created = client.create_run(experiment_id, run_name="tls")
+    ref = RunRef(
+        run_id=created.info.run_id,
+        experiment_id=experiment_id,
+        run_name="tls",
+        tracking_uri=tls_server.url,
+    )
+    source = _make_tree(tmp_path / "src", files=2)
+    try:
+        upload_artifacts.fn(ref, source, "secure")
+        dst = download_artifacts.fn(ref, "secure", tmp_path / "back")
+        assert _tree_bytes(dst) == _tree_bytes(source)
+
+        # a certificate nothing vouches for is refused at once (no retry), nothing sent
+        monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
+
+        @flow
+        def untrusted() -> None:
+            upload_artifacts.with_options(**FAST)(ref, source, "refused")
+
+        state = untrusted(return_state=True)
+        assert _failed_once(state, "upload_artifacts")[-1] == "Failed"
+        with pytest.raises(ArtifactError, match="MLFLOW_TRACKING_SERVER_CERT_PATH"):
+            state.result()
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(tls_server.ca_bundle))
+        assert not [a.path for a in client.list_artifacts(ref.run_id, "refused")]
+    finally:
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(tls_server.ca_bundle))
+        client.set_terminated(ref.run_id)
