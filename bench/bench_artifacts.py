@@ -1,4 +1,4 @@
-"""Artifact uploads: tracking_tasks vs raw MlflowClient on one `mlflow server --workers 1`.
+"""Artifact uploads: tracking_tasks vs raw MlflowClient on one `mlflow server`.
 
 Two cases, in one run against the same server:
 
@@ -8,12 +8,16 @@ Two cases, in one run against the same server:
   (goal: within 1.1x of raw) and the uploading process's peak RSS growth (goal: under
   100 MB).
 
-Every measurement runs in a fresh subprocess (so RSS growth is that upload's alone)
-and uploads to a fresh artifact path (so the library's resumption skips nothing). The
+The server is started as ``mlflow server`` starts by default (4 uvicorn workers;
+``--server-workers`` to change), with MLflow's job runner off for both sides. Every
+measurement runs in a fresh subprocess (so RSS growth is that upload's alone) and
+uploads to a fresh artifact path (so the library's resumption skips nothing). The
 library's time includes what raw MLflow does not do: hashing every file, listing before
 and after, and storing the manifest twice. Median, min and max of ``--reps`` repetitions
 (``--large-reps`` for the large file) are printed with the ratios and written as JSON to
-``bench/results/artifacts.json``.
+``bench/results/artifacts.json``, with the CPU time the server's processes and the
+uploading process spent: on a machine where client and server share the cores, the
+server's CPU per file bounds what any client can reach.
 
     .venv/bin/python bench/bench_artifacts.py                      # full size
     .venv/bin/python bench/bench_artifacts.py --large-mb 100       # quicker
@@ -25,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,6 +64,8 @@ def worker(mode: str, uri: str, run_id: str, experiment_id: str, src: str, dest:
     client.list_artifacts(run_id)
     Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak RSS (VmHWM) to now
     baseline = _status_kb("VmRSS:")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
     if mode == "lib":
         upload_artifacts.fn(run, src, dest)
@@ -68,11 +75,46 @@ def worker(mode: str, uri: str, run_id: str, experiment_id: str, src: str, dest:
         client.log_artifact(run_id, src, dest)
     seconds = time.perf_counter() - start
     peak = _status_kb("VmHWM:")
-    print(json.dumps({"seconds": seconds, "rss_growth_mb": max(0, peak - baseline) / 1024}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "rss_growth_mb": max(0, peak - baseline) / 1024,
+                "client_cpu": usage.ru_utime + usage.ru_stime - cpu_before,
+            }
+        )
+    )
 
 
-def _measure(mode: str, uri: str, run: Any, src: Path, dest: str) -> dict[str, float]:
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its descendants, from Linux /proc."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(
+    mode: str, uri: str, run: Any, src: Path, dest: str, server_pid: int
+) -> dict[str, float]:
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    server_before = _tree_cpu_seconds(server_pid)
     out = subprocess.run(
         [
             sys.executable, __file__, "--worker", mode, uri, run.info.run_id,
@@ -83,7 +125,9 @@ def _measure(mode: str, uri: str, run: Any, src: Path, dest: str) -> dict[str, f
         text=True,
         env=env,
     )  # fmt: skip
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    measured = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    measured["server_cpu"] = _tree_cpu_seconds(server_pid) - server_before
+    return measured
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -116,8 +160,8 @@ def main() -> None:
     parser.add_argument(
         "--server-workers",
         type=int,
-        default=1,
-        help="mlflow server --workers (MLflow's default: 4)",
+        default=4,
+        help="mlflow server --workers (default 4, MLflow's own default)",
     )
     args = parser.parse_args()
 
@@ -135,11 +179,22 @@ def main() -> None:
         stored = work / "server" / "artifacts" / experiment_id / run.info.run_id / "artifacts"
         small = _make_small(work / "small", args.files, args.file_kb)
         large = _make_large(work / "large.bin", args.large_mb)
-        warm = work / "warm"
-        warm.mkdir()
-        (warm / "warm.txt").write_text("first artifact requests on a fresh server are slow")
-        client.log_artifacts(run.info.run_id, str(warm), "warm")  # untimed
-        client.list_artifacts(run.info.run_id, "warm")
+        # untimed: a server worker's first artifact requests are slow (lazy imports), so
+        # send enough concurrent ones to reach every worker, and warm the raw path too
+        warm = _make_small(work / "warm", 16 * args.server_workers, 1)
+        from tracking_tasks import RunRef, upload_artifacts
+
+        upload_artifacts.fn(
+            RunRef(
+                run_id=run.info.run_id,
+                experiment_id=experiment_id,
+                run_name="bench",
+                tracking_uri=server.url,
+            ),
+            warm,
+            "warm-lib",
+        )
+        client.log_artifacts(run.info.run_id, str(warm), "warm-raw")
 
         results: dict[str, Any] = {
             "machine": {
@@ -153,19 +208,24 @@ def main() -> None:
             ("small_files", small, args.reps),
             ("large_file", large, args.large_reps),
         ):
-            times: dict[str, list[float]] = {"lib": [], "raw": []}
-            rss: dict[str, list[float]] = {"lib": [], "raw": []}
+            samples: dict[str, dict[str, list[float]]] = {
+                key: {"lib": [], "raw": []}
+                for key in ("seconds", "rss_growth_mb", "client_cpu", "server_cpu")
+            }
             for rep in range(reps):
                 for mode in ("raw", "lib") if rep % 2 else ("lib", "raw"):
                     dest = f"{case}-{mode}-{rep}"
-                    measured = _measure(mode, server.url, run, src, dest)
-                    times[mode].append(measured["seconds"])
-                    rss[mode].append(measured["rss_growth_mb"])
+                    measured = _measure(mode, server.url, run, src, dest, server.proc.pid)
+                    for key, values in samples.items():
+                        values[mode].append(measured[key])
                     shutil.rmtree(stored / dest, ignore_errors=True)  # keep the disk free
-            entry = {
+            times = samples["seconds"]
+            entry: dict[str, Any] = {
                 "reps": reps,
-                "seconds": {mode: _summary(v) for mode, v in times.items()},
-                "rss_growth_mb": {mode: _summary(v) for mode, v in rss.items()},
+                **{
+                    key: {mode: _summary(v) for mode, v in values.items()}
+                    for key, values in samples.items()
+                },
             }
             lib_median = entry["seconds"]["lib"]["median"]
             raw_median = entry["seconds"]["raw"]["median"]
@@ -179,6 +239,23 @@ def main() -> None:
                 f"{entry['raw_over_lib']:.2f}x, lib/raw {entry['lib_over_raw']:.2f}x; peak RSS "
                 f"growth lib {entry['rss_growth_mb']['lib']['max']:.1f} MB, raw "
                 f"{entry['rss_growth_mb']['raw']['max']:.1f} MB",
+                flush=True,
+            )
+            cpu = {
+                f"{side}_{mode}": entry[f"{side}_cpu"][mode]["median"]
+                for side in ("server", "client")
+                for mode in ("lib", "raw")
+            }
+            # both sides share this machine's cores: the library's upload cannot take less
+            # than (server CPU + client CPU) / cores, whatever its concurrency
+            floor = (cpu["server_lib"] + cpu["client_lib"]) / (os.cpu_count() or 1)
+            entry["lib_floor_seconds"] = floor
+            print(
+                f"  CPU seconds (median): server {cpu['server_lib']:.2f} for lib, "
+                f"{cpu['server_raw']:.2f} for raw; client {cpu['client_lib']:.2f} lib, "
+                f"{cpu['client_raw']:.2f} raw. On {os.cpu_count()} cores the library's "
+                f"upload cannot take less than {floor:.2f}s here: raw/lib at most "
+                f"{raw_median / floor:.2f}x",
                 flush=True,
             )
         small_ok = results["small_files"]["raw_over_lib"] >= 3
