@@ -315,21 +315,26 @@ def _failed_once(state: Any, task_name: str) -> list[str]:
     return history
 
 
+def _upload_fails_at_once(run: RunRef, source: Path, dest: str, match: str) -> None:
+    """Upload in a flow with quick retries: the task fails on its first attempt."""
+
+    @flow
+    def keep() -> None:
+        upload_artifacts.with_options(**FAST)(run, source, dest)
+
+    state = keep(return_state=True)
+    assert _failed_once(state, "upload_artifacts")[-1] == "Failed"
+    with pytest.raises(ArtifactError, match=match):
+        state.result()
+
+
 def test_permanent_http_refusal_fails_at_once(
     run: RunRef, tmp_path: Path, proxy: FaultProxy
 ) -> None:
     source = _make_tree(tmp_path / "src", files=1)
     via = _through(run, proxy)
     proxy.configure(fault="403", first=1000, match=ARTIFACT_PUTS)
-
-    @flow
-    def keep() -> None:
-        upload_artifacts.with_options(**FAST)(via, source, "ckpt")
-
-    state = keep(return_state=True)
-    assert _failed_once(state, "upload_artifacts")[-1] == "Failed"
-    with pytest.raises(ArtifactError, match="HTTP 403"):
-        state.result()
+    _upload_fails_at_once(via, source, "ckpt", match="HTTP 403")
 
 
 def test_unknown_run_and_missing_path_fail_at_once(
@@ -617,15 +622,7 @@ def test_https_server_is_verified_with_mlflows_certificate_setting(
 
         # a certificate nothing vouches for is refused at once (no retry), nothing sent
         monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
-
-        @flow
-        def untrusted() -> None:
-            upload_artifacts.with_options(**FAST)(ref, source, "refused")
-
-        state = untrusted(return_state=True)
-        assert _failed_once(state, "upload_artifacts")[-1] == "Failed"
-        with pytest.raises(ArtifactError, match="MLFLOW_TRACKING_SERVER_CERT_PATH"):
-            state.result()
+        _upload_fails_at_once(ref, source, "refused", match="MLFLOW_TRACKING_SERVER_CERT_PATH")
         monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(tls_server.ca_bundle))
         assert not [a.path for a in client.list_artifacts(ref.run_id, "refused")]
     finally:
