@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -197,6 +198,7 @@ class _FileBody:
         self._file.close()
 
 
+@functools.cache
 def _quickack_connection(base: type[Any]) -> type[Any]:
     """``base`` (a urllib3 connection class) that acknowledges answers at once.
 
