@@ -17,10 +17,14 @@ and after, and storing the manifest twice. Median, min and max of ``--reps`` rep
 (``--large-reps`` for the large file) are printed with the ratios and written as JSON to
 ``bench/results/artifacts.json``, with the CPU time the server's processes and the
 uploading process spent: on a machine where client and server share the cores, the
-server's CPU per file bounds what any client can reach.
+server's CPU per file bounds what any client can reach. Both cases are measured on
+plain loopback; the small files again with a network round trip between both clients
+and the server (``--rtt-ms``, default ``0 2``; ``bench/delay_relay.py``), as when the
+server is another machine.
 
     .venv/bin/python bench/bench_artifacts.py                      # full size
     .venv/bin/python bench/bench_artifacts.py --large-mb 100       # quicker
+    .venv/bin/python bench/bench_artifacts.py --rtt-ms 0           # loopback only
 """
 
 from __future__ import annotations
@@ -130,6 +134,24 @@ def _measure(
     return measured
 
 
+def _start_relay(upstream: str, rtt_ms: float) -> tuple[subprocess.Popen[bytes], str]:
+    """bench/delay_relay.py in its own process in front of ``upstream``; (process, url)."""
+    relay = subprocess.Popen(
+        [
+            sys.executable, str(Path(__file__).with_name("delay_relay.py")),
+            "--upstream", upstream.split("//", 1)[1], "--rtt-ms", str(rtt_ms),
+        ],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    assert relay.stdout is not None
+    line = relay.stdout.readline().decode().split()
+    if line[:1] != ["listening"]:
+        relay.kill()
+        raise RuntimeError(f"delay relay did not start: {line}")
+    return relay, f"http://127.0.0.1:{line[1]}"
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -149,6 +171,78 @@ def _make_large(path: Path, size_mb: int) -> Path:
     return path
 
 
+def _measure_cases(
+    args: argparse.Namespace,
+    url: str,
+    run: Any,
+    stored: Path,
+    server_pid: int,
+    cases: list[tuple[str, Path, int]],
+    label: str,
+) -> dict[str, Any]:
+    """Both cases at one setting: timings, CPU, RSS, ratios and goals."""
+    results: dict[str, Any] = {}
+    for case, src, reps in cases:
+        samples: dict[str, dict[str, list[float]]] = {
+            key: {"lib": [], "raw": []}
+            for key in ("seconds", "rss_growth_mb", "client_cpu", "server_cpu")
+        }
+        for rep in range(reps):
+            for mode in ("raw", "lib") if rep % 2 else ("lib", "raw"):
+                dest = f"{label}-{case}-{mode}-{rep}"
+                measured = _measure(mode, url, run, src, dest, server_pid)
+                for key, values in samples.items():
+                    values[mode].append(measured[key])
+                shutil.rmtree(stored / dest, ignore_errors=True)  # keep the disk free
+        times = samples["seconds"]
+        entry: dict[str, Any] = {
+            "reps": reps,
+            **{
+                key: {mode: _summary(v) for mode, v in values.items()}
+                for key, values in samples.items()
+            },
+        }
+        lib_median = entry["seconds"]["lib"]["median"]
+        raw_median = entry["seconds"]["raw"]["median"]
+        entry["raw_over_lib"] = raw_median / lib_median
+        entry["lib_over_raw"] = lib_median / raw_median
+        results[case] = entry
+        print(
+            f"[{label}] {case}: lib median {lib_median:.2f}s (min {min(times['lib']):.2f}, "
+            f"max {max(times['lib']):.2f}), raw median {raw_median:.2f}s (min "
+            f"{min(times['raw']):.2f}, max {max(times['raw']):.2f}); raw/lib "
+            f"{entry['raw_over_lib']:.2f}x, lib/raw {entry['lib_over_raw']:.2f}x; peak RSS "
+            f"growth lib {entry['rss_growth_mb']['lib']['max']:.1f} MB, raw "
+            f"{entry['rss_growth_mb']['raw']['max']:.1f} MB",
+            flush=True,
+        )
+        cpu = {
+            f"{side}_{mode}": entry[f"{side}_cpu"][mode]["median"]
+            for side in ("server", "client")
+            for mode in ("lib", "raw")
+        }
+        # both sides share this machine's cores: the library's upload cannot take less
+        # than (server CPU + client CPU) / cores, whatever its concurrency
+        floor = (cpu["server_lib"] + cpu["client_lib"]) / (os.cpu_count() or 1)
+        entry["lib_floor_seconds"] = floor
+        print(
+            f"  CPU seconds (median): server {cpu['server_lib']:.2f} for lib, "
+            f"{cpu['server_raw']:.2f} for raw; client {cpu['client_lib']:.2f} lib, "
+            f"{cpu['client_raw']:.2f} raw. On {os.cpu_count()} cores the library's "
+            f"upload cannot take less than {floor:.2f}s here: raw/lib at most "
+            f"{raw_median / floor:.2f}x",
+            flush=True,
+        )
+    goals = {"small_files_at_least_3x_faster": results["small_files"]["raw_over_lib"] >= 3}
+    if "large_file" in results:
+        large = results["large_file"]
+        goals["large_file_within_1_1x"] = large["lib_over_raw"] <= 1.1
+        goals["large_file_rss_growth_under_100_mb"] = large["rss_growth_mb"]["lib"]["max"] < 100
+    results["goals"] = goals
+    print(f"[{label}] goals:", json.dumps(results["goals"]), flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=1000)
@@ -157,6 +251,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--large-reps", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "artifacts.json"))
+    parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        nargs="+",
+        default=[0.0, 2.0],
+        help="network round trips to measure at, each between both clients and the "
+        "server (bench/delay_relay.py); 0 is plain loopback (default: 0 2)",
+    )
     parser.add_argument(
         "--server-workers",
         type=int,
@@ -167,7 +269,8 @@ def main() -> None:
 
     from mlflow import MlflowClient
 
-    from tests.servers import start_mlflow_server
+    from tests.servers import start_mlflow_server, stop_process_group
+    from tracking_tasks import RunRef, upload_artifacts
 
     work = Path(tempfile.mkdtemp(prefix="tt-bench-artifacts-"))
     (work / "server").mkdir()
@@ -177,25 +280,11 @@ def main() -> None:
         experiment_id = client.create_experiment("bench-artifacts")
         run = client.create_run(experiment_id, run_name="bench")
         stored = work / "server" / "artifacts" / experiment_id / run.info.run_id / "artifacts"
-        small = _make_small(work / "small", args.files, args.file_kb)
-        large = _make_large(work / "large.bin", args.large_mb)
-        # untimed: a server worker's first artifact requests are slow (lazy imports), so
-        # send enough concurrent ones to reach every worker, and warm the raw path too
+        cases = [
+            ("small_files", _make_small(work / "small", args.files, args.file_kb), args.reps),
+            ("large_file", _make_large(work / "large.bin", args.large_mb), args.large_reps),
+        ]
         warm = _make_small(work / "warm", 16 * args.server_workers, 1)
-        from tracking_tasks import RunRef, upload_artifacts
-
-        upload_artifacts.fn(
-            RunRef(
-                run_id=run.info.run_id,
-                experiment_id=experiment_id,
-                run_name="bench",
-                tracking_uri=server.url,
-            ),
-            warm,
-            "warm-lib",
-        )
-        client.log_artifacts(run.info.run_id, str(warm), "warm-raw")
-
         results: dict[str, Any] = {
             "machine": {
                 "cpus": os.cpu_count(),
@@ -204,69 +293,32 @@ def main() -> None:
             },
             "params": vars(args),
         }
-        for case, src, reps in (
-            ("small_files", small, args.reps),
-            ("large_file", large, args.large_reps),
-        ):
-            samples: dict[str, dict[str, list[float]]] = {
-                key: {"lib": [], "raw": []}
-                for key in ("seconds", "rss_growth_mb", "client_cpu", "server_cpu")
-            }
-            for rep in range(reps):
-                for mode in ("raw", "lib") if rep % 2 else ("lib", "raw"):
-                    dest = f"{case}-{mode}-{rep}"
-                    measured = _measure(mode, server.url, run, src, dest, server.proc.pid)
-                    for key, values in samples.items():
-                        values[mode].append(measured[key])
-                    shutil.rmtree(stored / dest, ignore_errors=True)  # keep the disk free
-            times = samples["seconds"]
-            entry: dict[str, Any] = {
-                "reps": reps,
-                **{
-                    key: {mode: _summary(v) for mode, v in values.items()}
-                    for key, values in samples.items()
-                },
-            }
-            lib_median = entry["seconds"]["lib"]["median"]
-            raw_median = entry["seconds"]["raw"]["median"]
-            entry["raw_over_lib"] = raw_median / lib_median
-            entry["lib_over_raw"] = lib_median / raw_median
-            results[case] = entry
-            print(
-                f"{case}: lib median {lib_median:.2f}s (min {min(times['lib']):.2f}, max "
-                f"{max(times['lib']):.2f}), raw median {raw_median:.2f}s (min "
-                f"{min(times['raw']):.2f}, max {max(times['raw']):.2f}); raw/lib "
-                f"{entry['raw_over_lib']:.2f}x, lib/raw {entry['lib_over_raw']:.2f}x; peak RSS "
-                f"growth lib {entry['rss_growth_mb']['lib']['max']:.1f} MB, raw "
-                f"{entry['rss_growth_mb']['raw']['max']:.1f} MB",
-                flush=True,
-            )
-            cpu = {
-                f"{side}_{mode}": entry[f"{side}_cpu"][mode]["median"]
-                for side in ("server", "client")
-                for mode in ("lib", "raw")
-            }
-            # both sides share this machine's cores: the library's upload cannot take less
-            # than (server CPU + client CPU) / cores, whatever its concurrency
-            floor = (cpu["server_lib"] + cpu["client_lib"]) / (os.cpu_count() or 1)
-            entry["lib_floor_seconds"] = floor
-            print(
-                f"  CPU seconds (median): server {cpu['server_lib']:.2f} for lib, "
-                f"{cpu['server_raw']:.2f} for raw; client {cpu['client_lib']:.2f} lib, "
-                f"{cpu['client_raw']:.2f} raw. On {os.cpu_count()} cores the library's "
-                f"upload cannot take less than {floor:.2f}s here: raw/lib at most "
-                f"{raw_median / floor:.2f}x",
-                flush=True,
-            )
-        small_ok = results["small_files"]["raw_over_lib"] >= 3
-        large_ok = results["large_file"]["lib_over_raw"] <= 1.1
-        rss_ok = results["large_file"]["rss_growth_mb"]["lib"]["max"] < 100
-        results["goals"] = {
-            "small_files_at_least_3x_faster": small_ok,
-            "large_file_within_1_1x": large_ok,
-            "large_file_rss_growth_under_100_mb": rss_ok,
-        }
-        print("goals:", json.dumps(results["goals"]))
+        for rtt_ms in args.rtt_ms:
+            label = f"rtt_{rtt_ms:g}ms" if rtt_ms > 0 else "loopback"
+            relay: subprocess.Popen[bytes] | None = None
+            url = server.url
+            if rtt_ms > 0:  # both sides reach the server through the same delay
+                relay, url = _start_relay(server.url, rtt_ms)
+            try:
+                # untimed: a server worker's first artifact requests are slow (lazy
+                # imports), so reach every worker, and warm the raw path too
+                ref = RunRef(
+                    run_id=run.info.run_id,
+                    experiment_id=experiment_id,
+                    run_name="bench",
+                    tracking_uri=url,
+                )
+                upload_artifacts.fn(ref, warm, f"warm-lib-{label}")
+                MlflowClient(url).log_artifacts(run.info.run_id, str(warm), f"warm-raw-{label}")
+                # the large file is one request, which a round trip does not change,
+                # while relaying 1 GB would cost the shared cores the relay's CPU
+                measured = cases if rtt_ms == 0 else cases[:1]
+                results[label] = _measure_cases(
+                    args, url, run, stored, server.proc.pid, measured, label
+                )
+            finally:
+                if relay is not None:
+                    stop_process_group(relay)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
