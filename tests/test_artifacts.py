@@ -577,8 +577,10 @@ def test_transfers_honour_the_environments_http_proxy(
     proxy.configure(fault="none")
     for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("http_proxy", proxy.url)
+    # "host:port" with no scheme is read as http://host:port, as requests does
+    monkeypatch.setenv("http_proxy", proxy.url.removeprefix("http://"))
     manifest = upload_artifacts.fn(run, source, "via-proxy")
+    monkeypatch.setenv("http_proxy", proxy.url)
     dst = download_artifacts.fn(run, "via-proxy", tmp_path / "back")
     through_proxy = proxy.stats()["as_forward_proxy"]
 
@@ -623,6 +625,13 @@ def test_https_server_is_verified_with_mlflows_certificate_setting(
         # a certificate nothing vouches for is refused at once (no retry), nothing sent
         monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
         _upload_fails_at_once(ref, source, "refused", match="MLFLOW_TRACKING_SERVER_CERT_PATH")
+        # a setting that names a missing file is refused before anything is sent
+        missing = tmp_path / "no-such-ca.pem"
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(missing))
+        with pytest.raises(
+            ArtifactError, match=r"MLFLOW_TRACKING_SERVER_CERT_PATH.*does not exist"
+        ):
+            upload_artifacts.fn(ref, source, "refused")
         monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(tls_server.ca_bundle))
         assert not [a.path for a in client.list_artifacts(ref.run_id, "refused")]
     finally:

@@ -217,10 +217,11 @@ def _quickack_connection(base: type[Any]) -> type[Any]:
 
     class QuickAck(base):  # type: ignore[misc]
         def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-            sock = getattr(self, "sock", None)
-            if sock is not None:
+            # TLS tunnelled through an https:// proxy is an SSLTransport: no setsockopt
+            setsockopt = getattr(getattr(self, "sock", None), "setsockopt", None)
+            if setsockopt is not None:
                 with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+                    setsockopt(socket.IPPROTO_TCP, quickack, 1)
             return super().getresponse(*args, **kwargs)
 
     QuickAck.__name__ = QuickAck.__qualname__ = f"QuickAck{base.__name__}"
@@ -245,7 +246,12 @@ class _Origin:
     def __init__(self, url: str, tracking_uri: str, timeout: float, pool_size: int) -> None:
         import urllib3
         from mlflow.utils.credentials import get_default_host_creds
-        from requests.utils import get_auth_from_url, get_environ_proxies, select_proxy
+        from requests.utils import (
+            get_auth_from_url,
+            get_environ_proxies,
+            prepend_scheme_if_needed,
+            select_proxy,
+        )
 
         from tracking_tasks import __version__
 
@@ -270,13 +276,21 @@ class _Origin:
         proxy = select_proxy(url, get_environ_proxies(url))
         manager: urllib3.PoolManager
         if proxy:
+            proxy = prepend_scheme_if_needed(proxy, "http")  # as requests reads "host:port"
             user, password = get_auth_from_url(proxy)
             proxy_headers = (
                 urllib3.util.make_headers(proxy_basic_auth=f"{user}:{password}") if user else None
             )
-            manager = urllib3.ProxyManager(
-                proxy, num_pools=1, proxy_headers=proxy_headers, **options
-            )
+            try:
+                manager = urllib3.ProxyManager(
+                    proxy, num_pools=1, proxy_headers=proxy_headers, **options
+                )
+            except urllib3.exceptions.ProxySchemeUnknown as exc:
+                raise ArtifactError(
+                    f"the proxy {redact_uri(proxy)} for {self.description} (from HTTP_PROXY / "
+                    "HTTPS_PROXY) is not an http:// or https:// proxy, the only kinds the "
+                    "artifact tasks can use; set NO_PROXY for this host or use an HTTP proxy"
+                ) from exc
         else:
             manager = urllib3.PoolManager(num_pools=1, **options)
         self._manager = manager
@@ -317,20 +331,18 @@ class _Origin:
                 assert_same_host=False,
                 preload_content=not stream,
             )
-        except urllib3.exceptions.SSLError as exc:
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "hostname" in str(exc).lower():
-                raise ArtifactError(
-                    f"{what}: the server's TLS certificate was refused ({exc}); set "
-                    "MLFLOW_TRACKING_SERVER_CERT_PATH to its CA bundle"
-                ) from exc
-            raise TransientArtifactError(f"{what}: {type(exc).__name__}: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
-            raise TransientArtifactError(f"{what}: {type(exc).__name__}: {exc}") from exc
+            raise _classify(exc, what) from exc
         if response.status < 300:
             return response
         detail = (response.read(300) if stream else response.data[:300]).decode("utf-8", "replace")
         response.close()
         message = f"{what}: HTTP {response.status} {response.reason}: {detail}"
+        if 300 <= response.status < 400:
+            message += (
+                f" (the server redirects to {response.headers.get('Location')!r}: use that "
+                "address in the tracking URI)"
+            )
         if response.status in TRANSIENT_STATUS:
             raise TransientArtifactError(message)
         if response.status == 404:
@@ -352,26 +364,74 @@ class _Origin:
         self._manager.clear()
 
 
+# TLS failures that may pass: the connection dropped during the handshake
+_TRANSIENT_TLS = ("EOF", "reset", "timed out", "Connection aborted")
+
+
+def _classify(exc: Exception, what: str) -> ArtifactError:
+    """A urllib3 failure as a transient or permanent ``ArtifactError``.
+
+    Transient: connection refused/reset, timeouts, a TLS handshake cut short.
+    Permanent, with the setting to fix: a refused certificate or other TLS mismatch, a
+    proxy refusing the tunnel (407/403), a local certificate file that cannot be read.
+    """
+    import urllib3
+
+    text = str(exc)
+    if isinstance(exc, urllib3.exceptions.SSLError) and not any(
+        marker in text for marker in _TRANSIENT_TLS
+    ):
+        if "CERTIFICATE_VERIFY_FAILED" in text or "hostname" in text.lower():
+            return ArtifactError(
+                f"{what}: the server's TLS certificate was refused ({exc}); set "
+                "MLFLOW_TRACKING_SERVER_CERT_PATH to its CA bundle"
+            )
+        return ArtifactError(
+            f"{what}: the TLS handshake failed ({exc}); check the tracking URI's scheme "
+            "(https:// to a plain HTTP port fails like this), "
+            "MLFLOW_TRACKING_SERVER_CERT_PATH and MLFLOW_TRACKING_CLIENT_CERT_PATH"
+        )
+    if isinstance(exc, urllib3.exceptions.ProxyError) and "Tunnel connection failed: 4" in text:
+        return ArtifactError(
+            f"{what}: the proxy refused the connection ({exc}); check the credentials in "
+            "HTTPS_PROXY, or set NO_PROXY for this host"
+        )
+    cause = exc.args[1] if len(exc.args) > 1 else exc.__context__
+    if isinstance(cause, FileNotFoundError | PermissionError | IsADirectoryError):
+        return ArtifactError(f"{what}: cannot read a local file ({cause})")
+    return TransientArtifactError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _readable(path: str, setting: str) -> str:
+    if not os.path.exists(path):
+        raise ArtifactError(f"{setting} is {path!r}, which does not exist; fix or unset it")
+    return path
+
+
 def _tls_options(verify: bool | str, client_cert: str | None) -> dict[str, Any]:
-    """urllib3 TLS options for MLflow's ``verify`` (bool or CA path) and client cert."""
+    """urllib3 TLS options for MLflow's ``verify`` (bool or CA path) and client cert.
+
+    Raises:
+        ArtifactError: a CA bundle or client certificate setting names a missing file.
+    """
     options: dict[str, Any] = {}
     if verify is False:
         options["cert_reqs"] = "CERT_NONE"
     else:
         if isinstance(verify, str):
-            bundle = verify
-        else:  # requests' order: its env vars, then certifi's bundle
+            bundle = _readable(verify, "MLFLOW_TRACKING_SERVER_CERT_PATH")
+        elif os.environ.get("REQUESTS_CA_BUNDLE"):  # requests' order, then certifi
+            bundle = _readable(os.environ["REQUESTS_CA_BUNDLE"], "REQUESTS_CA_BUNDLE")
+        elif os.environ.get("CURL_CA_BUNDLE"):
+            bundle = _readable(os.environ["CURL_CA_BUNDLE"], "CURL_CA_BUNDLE")
+        else:
             import certifi
 
-            bundle = (
-                os.environ.get("REQUESTS_CA_BUNDLE")
-                or os.environ.get("CURL_CA_BUNDLE")
-                or certifi.where()
-            )
+            bundle = certifi.where()
         options["cert_reqs"] = "CERT_REQUIRED"
         options["ca_cert_dir" if os.path.isdir(bundle) else "ca_certs"] = bundle
     if client_cert:
-        options["cert_file"] = client_cert
+        options["cert_file"] = _readable(client_cert, "MLFLOW_TRACKING_CLIENT_CERT_PATH")
     return options
 
 
