@@ -172,7 +172,6 @@ def _make_large(path: Path, size_mb: int) -> Path:
 
 
 def _measure_cases(
-    args: argparse.Namespace,
     url: str,
     run: Any,
     stored: Path,
@@ -313,9 +312,7 @@ def main() -> None:
                 # the large file is one request, which a round trip does not change,
                 # while relaying 1 GB would cost the shared cores the relay's CPU
                 measured = cases if rtt_ms == 0 else cases[:1]
-                results[label] = _measure_cases(
-                    args, url, run, stored, server.proc.pid, measured, label
-                )
+                results[label] = _measure_cases(url, run, stored, server.proc.pid, measured, label)
             finally:
                 if relay is not None:
                     stop_process_group(relay)

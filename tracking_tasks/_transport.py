@@ -258,7 +258,7 @@ class _Origin:
         parts = urlsplit(url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.description = redact_uri(self.origin)
-        creds = get_default_host_creds(tracking_uri)  # type: ignore[no-untyped-call]
+        self.creds = creds = get_default_host_creds(tracking_uri)  # type: ignore[no-untyped-call]
         self.headers = {"User-Agent": f"tracking-tasks/{__version__}"}
         if creds.username and creds.password:
             self.headers.update(
@@ -638,12 +638,11 @@ def open_transport(
             _get_repo_artifact_uri(run_id, tracking_uri, registry_uri), tracking_uri
         )
     from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
-    from mlflow.utils.credentials import get_default_host_creds
 
     origin = _Origin(tracking_uri, tracking_uri, timeout, pool_size)
     try:
         artifact_uri = _get_run_artifact_uri(origin, run_id, tracking_uri)
-        creds = get_default_host_creds(tracking_uri)  # type: ignore[no-untyped-call]
+        creds = origin.creds
         plain_auth = not (creds.auth or creds.aws_sigv4 or creds.use_databricks_sdk)
         if plain_auth and (
             artifact_uri.startswith("mlflow-artifacts:") or _ARTIFACTS_API in artifact_uri

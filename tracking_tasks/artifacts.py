@@ -848,7 +848,7 @@ def _download(
     timeout_seconds: float | None,
     extract: bool,
 ) -> Path:
-    _artifact_root(artifact_path)  # refuse a bad path before connecting
+    root = _artifact_root(artifact_path)  # refuse a bad path before connecting
     dst = Path(dst_dir).expanduser().resolve()
     transport = open_transport(
         run_id, tracking_uri, registry_uri, timeout=_timeout(timeout_seconds), pool_size=max_workers
@@ -859,6 +859,7 @@ def _download(
             run_id,
             tracking_uri,
             artifact_path,
+            root,
             dst,
             max_workers=max_workers,
             extract=extract,
@@ -870,12 +871,12 @@ def _download_with(
     run_id: str,
     tracking_uri: str,
     artifact_path: str,
+    root: str,
     dst: Path,
     *,
     max_workers: int,
     extract: bool,
 ) -> Path:
-    root = _artifact_root(artifact_path)
     where = f"run {run_id} at {root or '/'!r}"
     listing = {f.path: f.size for f in transport.list(root)}
     only: str | None = None
