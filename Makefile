@@ -9,9 +9,11 @@ UV := .tools/bin/uv
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
+# a first flow in a fresh PREFECT_HOME migrates the temporary server's database (20-30 s here)
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo demo-small test lint install clean bench
+.PHONY: demo demo-small test lint install clean bench docs
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -42,3 +44,7 @@ clean:
 
 bench: .venv/.synced
 	.venv/bin/python -m bench
+
+# NO_MKDOCS_2_WARNING: Material for MkDocs prints an end-of-life banner on every build
+docs: .venv/.synced
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir site

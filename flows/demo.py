@@ -2,7 +2,7 @@
 
 Run it with ``make demo``. It sets up MLflow (a SQLite store ``mlflow.db`` in the working
 directory unless MLFLOW_TRACKING_URI says otherwise), opens a run, logs params, per-step
-metrics and a small artifact, and lets the flow's state hooks end the run FINISHED.
+metrics and a small artifact (summary/summary.json), and lets the flow's state hooks end the run FINISHED.
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ import random
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from mlflow import MlflowClient
+import json
+import tempfile
+from pathlib import Path
+
 from prefect import flow, task
 
 from tracking_tasks import (
@@ -22,9 +26,11 @@ from tracking_tasks import (
     RunRef,
     TrackingConfig,
     create_mlflow_run,
+    get_run_summary,
     log_params,
     mlflow_state_hooks,
     setup_mlflow,
+    upload_artifacts,
 )
 
 
@@ -44,12 +50,13 @@ def train(run: RunRef, lr: float, epochs: int, seed: int) -> float:
 
 
 @task
-def write_summary(run: RunRef, final_loss: float) -> str:
-    """Store a small JSON artifact next to the run."""
-    MlflowClient(run.tracking_uri).log_dict(
-        run.run_id, {"final_loss": final_loss, "model": "quadratic"}, "summary.json"
+def write_summary(final_loss: float) -> Path:
+    """Write a small JSON summary to a local folder."""
+    folder = Path(tempfile.mkdtemp(prefix="demo-summary-"))
+    (folder / "summary.json").write_text(
+        json.dumps({"final_loss": final_loss, "model": "quadratic"})
     )
-    return "summary.json"
+    return folder
 
 
 @flow(name="tracking-tasks-demo", **mlflow_state_hooks())
@@ -60,15 +67,15 @@ def demo(lr: float = 0.1, epochs: int = 50, seed: int = 0) -> RunRef:
     run = create_mlflow_run(ctx, run_name="demo-train", config=config, tags={"stage": "training"})
     log_params(run, config)
     final_loss = train(run, lr, epochs, seed)
-    write_summary(run, final_loss)
+    upload_artifacts(run, write_summary(final_loss), "summary")
     return run
 
 
 def main() -> None:
     run = demo()
-    info = MlflowClient(run.tracking_uri).get_run(run.run_id).info
+    summary = get_run_summary(run.run_id, tracking_uri=run.tracking_uri)
     print()
-    print(f"MLflow run {run.run_id} ({run.run_name}) is {info.status}")
+    print(f"MLflow run {run.run_id} ({run.run_name}) is {summary.status}")
     print(f"  experiment {run.experiment_id}, tracking URI {run.tracking_uri}")
     if run.url:
         print(f"  open it: {run.url}")

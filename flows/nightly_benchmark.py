@@ -16,22 +16,23 @@ from typing import Any
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import numpy as np
-from mlflow import MlflowClient
 from prefect import flow
 from sklearn.datasets import load_digits
 
 from tracking_tasks import (
     BenchmarkOutput,
-    RunRef,
     StageContext,
     TrackingConfig,
     download_artifacts,
+    get_run_summary,
     mlflow_state_hooks,
     setup_mlflow,
     track_benchmark,
 )
+from tracking_tasks.trackers.conversion import latest_model_version
 
 
 @flow(name="nightly-benchmark", **mlflow_state_hooks())
@@ -43,22 +44,15 @@ def nightly_benchmark(
 ) -> dict[str, Any]:
     """Benchmark the newest version of ``model_name`` and record it under the experiment."""
     ctx = setup_mlflow(TrackingConfig(experiment_name=experiment_name))
-    client = MlflowClient(ctx.tracking_uri, ctx.registry_uri)
-    versions = client.search_model_versions(f"name = '{model_name}'")
-    if not versions:
-        raise LookupError(
-            f"no version of registered model {model_name!r} on {ctx.tracking_uri}: "
-            "run the pipeline first (make demo)"
-        )
-    latest = max(versions, key=lambda v: int(v.version))
-    source = RunRef(
-        run_id=latest.run_id,
-        experiment_id=client.get_run(latest.run_id).info.experiment_id,
-        run_name=f"{model_name}-v{latest.version}",
-        tracking_uri=ctx.tracking_uri,
-        registry_uri=ctx.registry_uri,
+    latest = latest_model_version(
+        model_name, tracking_uri=ctx.tracking_uri, registry_uri=ctx.registry_uri
     )
-    folder = Path(download_artifacts(source, "converted", tempfile.mkdtemp(prefix="nightly-")))
+    source = get_run_summary(latest.run_id, tracking_uri=ctx.tracking_uri).to_ref()
+    folder = Path(
+        download_artifacts(
+            source, latest.artifact_path or "converted", tempfile.mkdtemp(prefix="nightly-")
+        )
+    )
     spec = json.loads(next(folder.rglob("linear_model.json")).read_text())
     coef, intercept = np.array(spec["coef"]), np.array(spec["intercept"])
     x, y = load_digits(return_X_y=True)

@@ -20,6 +20,9 @@ from typing import Any
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# a first flow in a fresh PREFECT_HOME migrates the temporary server's database: 20-30 s
+# on 2 busy cores, past Prefect's 20 s default
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import numpy as np
 from prefect import flow
@@ -66,17 +69,33 @@ def _data(seed: int) -> dict[str, np.ndarray]:
     x_fit, x_val, y_fit, y_val = train_test_split(
         x_train, y_train, test_size=0.2, random_state=seed
     )
-    return {"x_fit": x_fit, "y_fit": y_fit, "x_val": x_val, "y_val": y_val,
-            "x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}  # fmt: skip
+    return {
+        "x_fit": x_fit,
+        "y_fit": y_fit,
+        "x_val": x_val,
+        "y_val": y_val,
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_test": x_test,
+        "y_test": y_test,
+    }
 
 
-def _fit(alpha: float, epochs: int, seed: int, x, y, x_val, y_val, log: RunLogger) -> SGDClassifier:  # type: ignore[no-untyped-def]
+def _fit(
+    alpha: float,
+    epochs: int,
+    seed: int,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    log: RunLogger,
+) -> SGDClassifier:
+    """Train epoch by epoch, logging both accuracies at every step."""
     model = SGDClassifier(loss="log_loss", alpha=alpha, random_state=seed)
-    classes = np.unique(y)
+    classes = np.unique(train[1])
     for epoch in range(epochs):
-        model.partial_fit(x, y, classes=classes)
+        model.partial_fit(*train, classes=classes)
         log.log_metrics(
-            {"train_accuracy": model.score(x, y), "val_accuracy": model.score(x_val, y_val)},
+            {"train_accuracy": model.score(*train), "val_accuracy": model.score(*val)},
             step=epoch,
         )
     return model
@@ -88,72 +107,98 @@ def _save(model: SGDClassifier, folder: Path) -> Path:
     return folder
 
 
+def _convert(model: SGDClassifier, x_test: np.ndarray, out: Path) -> ConversionOutput:
+    """To a dependency-free JSON linear model: logits = x @ coef.T + intercept."""
+    out.mkdir(exist_ok=True)
+    spec = {
+        "coef": model.coef_.tolist(),
+        "intercept": model.intercept_.tolist(),
+        "classes": model.classes_.tolist(),
+        "input_scale": 1 / 16.0,
+    }
+    (out / "linear_model.json").write_text(json.dumps(spec))
+    loaded = json.loads((out / "linear_model.json").read_text())
+    converted = x_test @ np.array(loaded["coef"]).T + np.array(loaded["intercept"])
+    parity = float(np.max(np.abs(converted - model.decision_function(x_test))))
+    return ConversionOutput(artifact=out, parity_max_abs_diff=parity)
+
+
+def _latencies(model: SGDClassifier, x: np.ndarray, calls: int, batch: int) -> list[float]:
+    latencies = []
+    for call in range(calls):
+        start = (call * batch) % (len(x) - batch)
+        t0 = time.perf_counter()
+        model.predict(x[start : start + batch])
+        latencies.append(time.perf_counter() - t0)
+    return latencies
+
+
 @flow(name="digits-pipeline", **mlflow_state_hooks())
 def pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # noqa: B008
     """Sweep the SGD classifier's alpha, train the best, benchmark, convert and register."""
     data = _data(config.seed)
+    fit_split, val_split = (data["x_fit"], data["y_fit"]), (data["x_val"], data["y_val"])
+    train_split, test_split = (data["x_train"], data["y_train"]), (data["x_test"], data["y_test"])
     ctx = setup_mlflow(TrackingConfig(experiment_name=config.experiment_name))
     work = Path(tempfile.mkdtemp(prefix="digits-pipeline-"))
 
     def objective(params: dict[str, Any], log: RunLogger) -> StageOutput:
-        model = _fit(params["alpha"], config.sweep_epochs, config.seed, data["x_fit"],
-                     data["y_fit"], data["x_val"], data["y_val"], log)  # fmt: skip
-        folder = _save(model, work / f"trial-alpha-{params['alpha']}")
-        return StageOutput(metrics={"val_accuracy": model.score(data["x_val"], data["y_val"])},
-                           checkpoint=folder)  # fmt: skip
+        model = _fit(params["alpha"], config.sweep_epochs, config.seed, fit_split, val_split, log)
+        return StageOutput(
+            metrics={"val_accuracy": model.score(*val_split)},
+            checkpoint=_save(model, work / f"trial-alpha-{params['alpha']}"),
+        )
 
-    sweep = track_sweep(objective, [{"alpha": a} for a in config.alphas], metric="val_accuracy",
-                        mode="max", tracking=ctx)  # fmt: skip
+    sweep = track_sweep(
+        objective,
+        [{"alpha": alpha} for alpha in config.alphas],
+        metric="val_accuracy",
+        mode="max",
+        tracking=ctx,
+    )
     best_alpha = float(sweep.best.params["alpha"])
-    trained: dict[str, SGDClassifier] = {}
 
     def train(stage: StageContext) -> StageOutput:
-        model = _fit(best_alpha, config.train_epochs, config.seed, data["x_train"],
-                     data["y_train"], data["x_test"], data["y_test"], stage.log)  # fmt: skip
-        trained["model"] = model
-        return StageOutput(metrics={"test_accuracy": model.score(data["x_test"], data["y_test"])},
-                           checkpoint=_save(model, work / "trained"))  # fmt: skip
+        model = _fit(
+            best_alpha, config.train_epochs, config.seed, train_split, test_split, stage.log
+        )
+        return StageOutput(
+            metrics={"test_accuracy": model.score(*test_split)},
+            checkpoint=_save(model, work / "trained"),
+            value=model,
+        )
 
     training = track_training(
-        train, {"alpha": best_alpha, "epochs": config.train_epochs, "seed": config.seed},
-        ctx, sweep_run=sweep.run, trial_run=sweep.best.run_id,
-    )  # fmt: skip
-    model = trained["model"]
+        train,
+        {"alpha": best_alpha, "epochs": config.train_epochs, "seed": config.seed},
+        ctx,
+        sweep_run=sweep.run,
+        trial_run=sweep.best.run_id,
+    )
+    model: SGDClassifier = training.value
 
     def bench(stage: StageContext) -> BenchmarkOutput:
-        x = data["x_test"]
-        latencies = []
-        for call in range(config.benchmark_calls):
-            start = (call * config.benchmark_batch) % (len(x) - config.benchmark_batch)
-            batch = x[start : start + config.benchmark_batch]
-            t0 = time.perf_counter()
-            model.predict(batch)
-            latencies.append(time.perf_counter() - t0)
-        return BenchmarkOutput(latencies_s=latencies, batch_size=config.benchmark_batch,
-                               metrics={"test_accuracy": model.score(x, data["y_test"])})  # fmt: skip
+        return BenchmarkOutput(
+            latencies_s=_latencies(
+                model, data["x_test"], config.benchmark_calls, config.benchmark_batch
+            ),
+            batch_size=config.benchmark_batch,
+            metrics={"test_accuracy": model.score(*test_split)},
+        )
 
     benchmark = track_benchmark(
-        bench, {"calls": config.benchmark_calls, "batch": config.benchmark_batch}, ctx,
+        bench,
+        {"calls": config.benchmark_calls, "batch": config.benchmark_batch},
+        ctx,
         model_run=training.run,
-    )  # fmt: skip
-
-    def convert(stage: StageContext) -> ConversionOutput:
-        # to a dependency-free JSON linear model: logits = x @ coef.T + intercept
-        out = work / "converted"
-        out.mkdir(exist_ok=True)
-        spec = {"coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(),
-                "classes": model.classes_.tolist(), "input_scale": 1 / 16.0}  # fmt: skip
-        (out / "linear_model.json").write_text(json.dumps(spec))
-        loaded = json.loads((out / "linear_model.json").read_text())
-        x = data["x_test"]
-        converted = x @ np.array(loaded["coef"]).T + np.array(loaded["intercept"])
-        parity = float(np.max(np.abs(converted - model.decision_function(x))))
-        return ConversionOutput(artifact=out, parity_max_abs_diff=parity)
-
+    )
     conversion = track_conversion(
-        convert, {"format": "linear-json"}, ctx, source_run=training.run,
+        lambda stage: _convert(model, data["x_test"], work / "converted"),
+        {"format": "linear-json"},
+        ctx,
+        source_run=training.run,
         register_as=config.register_as,
-    )  # fmt: skip
+    )
     return {
         "sweep": sweep.run.run_id,
         "best_alpha": best_alpha,
@@ -171,9 +216,11 @@ def pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # no
 def main() -> None:
     summary = pipeline()
     print()
-    print(f"Pipeline done: best alpha {summary['best_alpha']}, test accuracy "
-          f"{summary['test_accuracy']:.3f}, p99 latency {summary['latency_p99_ms']:.3f} ms, "
-          f"model version {summary['model_version']}")  # fmt: skip
+    print(
+        f"Pipeline done: best alpha {summary['best_alpha']}, test accuracy "
+        f"{summary['test_accuracy']:.3f}, p99 latency {summary['latency_p99_ms']:.3f} ms, "
+        f"model version {summary['model_version']}"
+    )
     print(f"  MLflow runs in experiment {summary['experiment_id']} at {summary['tracking_uri']}:")
     for stage in ("sweep", "training", "benchmark", "conversion"):
         print(f"    {stage:<11} {summary[stage]}")

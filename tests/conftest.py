@@ -9,6 +9,8 @@ import tempfile
 # PREFECT_HOME so results and caches of one test session never leak into the next.
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
+# a temporary Prefect server migrating a fresh database takes 20-30 s on 2 busy cores
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tt-prefect-home-"))
 for _name in [n for n in os.environ if n.startswith("MLFLOW_")]:
     del os.environ[_name]  # the suite decides where it tracks

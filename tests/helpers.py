@@ -30,8 +30,12 @@ def experiment_runs(config: TrackingConfig) -> list[Run]:
 
 
 def flow_run_artifacts(flow_run_id: UUID | str) -> list[Any]:
-    """Prefect artifacts created under a flow run."""
+    """Prefect artifacts created under a flow run (after the background writes land)."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from tracking_tasks.tasks.registry import RUN_REGISTRY
+
+    assert RUN_REGISTRY.writer.flush(30), "the background Prefect writes did not finish"
 
     with get_client(sync_client=True) as client:
         return list(

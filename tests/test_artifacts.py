@@ -21,23 +21,24 @@ from prefect import flow
 from tests.helpers import flow_run_artifacts, task_run_states
 from tests.servers import MlflowServer, start_mlflow_server, stop_process_group
 from tracking_tasks import (
-    MANIFEST_NAME,
     ArtifactManifest,
-    ArtifactNotFoundError,
-    ArtifactVerificationError,
-    LocalArtifactPathError,
-    ManifestEntry,
-    RunNotFoundError,
     RunRef,
     TrackingConfig,
-    UnsafeArtifactPathError,
     create_mlflow_run,
     download_artifacts,
     log_best_checkpoint,
     setup_mlflow,
     upload_artifacts,
 )
-from tracking_tasks.exceptions import ArtifactError
+from tracking_tasks.errors import (
+    ArtifactError,
+    ArtifactNotFoundError,
+    ArtifactVerificationError,
+    LocalArtifactPathError,
+    RunNotFoundError,
+    UnsafeArtifactPathError,
+)
+from tracking_tasks.ops.artifacts.manifest import MANIFEST_NAME, ManifestEntry
 
 ARTIFACT_PUTS = r"^PUT /api/2\.0/mlflow-artifacts/artifacts/"
 FAST = {"retries": 6, "retry_delay_seconds": 0.1, "retry_jitter_factor": 0}

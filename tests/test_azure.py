@@ -20,21 +20,21 @@ from pydantic import ValidationError
 from tests.conftest import AZURE_LOCAL_WORKSPACE, AZURE_WORKSPACE, AZUREML_URI
 from tests.servers import AzureStandin, MlflowServer
 from tracking_tasks import (
-    AzureAuthenticationError,
     AzureMLWorkspace,
-    AzureWorkspaceError,
     RunRef,
     TrackingConfig,
-    TrackingConfigError,
     TrackingContext,
+    create_mlflow_run,
+    mlflow_state_hooks,
+    setup_mlflow,
+)
+from tracking_tasks.azure_ml import get_azure_tracking_uri
+from tracking_tasks.errors import AzureAuthenticationError, AzureWorkspaceError, TrackingConfigError
+from tracking_tasks.urls import (
     azure_studio_experiment_url,
     azure_studio_run_url,
-    create_mlflow_run,
     experiment_url,
-    get_azure_tracking_uri,
-    mlflow_state_hooks,
     run_url,
-    setup_mlflow,
 )
 
 SUB, RG = "sub-0000", "rg-ml"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tracking_tasks import CredentialInURIError, TrackingConfig, TrackingConfigError
+from tracking_tasks import TrackingConfig
+from tracking_tasks.errors import CredentialInURIError, TrackingConfigError
 from tracking_tasks.urls import redact_uri
 
 

@@ -20,17 +20,16 @@ from tests.helpers import flow_run_artifacts
 from tests.servers import AuthMlflowServer, MlflowServer
 from tracking_tasks import (
     AzureMLWorkspace,
-    ExperimentSetupError,
     MlflowCredentials,
-    TrackingConfigError,
     create_mlflow_run,
     log_metrics,
     log_params,
     mlflow_state_hooks,
-    resolve_tracking_config,
     set_tags,
     setup_mlflow,
 )
+from tracking_tasks.config import resolve_tracking_config
+from tracking_tasks.errors import ExperimentSetupError, TrackingConfigError
 
 
 def _credentials(server: AuthMlflowServer) -> MlflowCredentials:
@@ -72,7 +71,7 @@ def test_block_registers_through_the_cli_and_round_trips() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PREFECT_API_URL"] = str(settings.api.url)
     result = subprocess.run(
-        [sys.executable, "-m", "prefect", "block", "register", "-m", "tracking_tasks.blocks"],
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "tracking_tasks.tasks.blocks"],
         env=env,
         capture_output=True,
         text=True,

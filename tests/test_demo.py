@@ -38,8 +38,9 @@ def test_demo_runs_on_embedded_default(tmp_path: Path, repo_root: Path) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.params == {"lr": "0.1", "epochs": "50", "seed": "0"}
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 50
-    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["summary.json"]
-    summary = client.download_artifacts(run.info.run_id, "summary.json", str(tmp_path))
+    listed = client.list_artifacts(run.info.run_id, "summary")
+    assert "summary/summary.json" in [a.path for a in listed]
+    summary = client.download_artifacts(run.info.run_id, "summary/summary.json", str(tmp_path))
     assert '"final_loss"' in Path(summary).read_text()
 
 

@@ -14,12 +14,11 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from prefect import flow
+from tracking_tasks.tasks.cache import LookupCachePolicy
+from tracking_tasks.tasks.finders import DEFAULT_CACHE_EXPIRATION
 
 from tests.servers import MlflowServer, free_port
 from tracking_tasks import (
-    ExperimentNotFoundError,
-    InvalidSearchError,
-    RunNotFoundError,
     RunSummary,
     TrackingConfig,
     TrackingContext,
@@ -33,7 +32,7 @@ from tracking_tasks import (
     mlflow_state_hooks,
     setup_mlflow,
 )
-from tracking_tasks.finder import DEFAULT_CACHE_EXPIRATION, LookupCachePolicy
+from tracking_tasks.errors import ExperimentNotFoundError, InvalidSearchError, RunNotFoundError
 
 N_TRIALS = 240
 T0 = 1_700_000_000_000  # start times are explicit, so the expected order is known
@@ -525,25 +524,30 @@ def test_cache_never_crosses_experiments_or_servers(
     assert all(r.url is None for r in local_a[1])
 
 
-def test_equal_inputs_of_two_tasks_never_share_an_entry() -> None:
+def test_equal_inputs_of_two_tasks_never_share_an_entry(data: Data) -> None:
     from prefect import task
 
-    policy = LookupCachePolicy(key_data=lambda **kw: dict(kw))
+    policy = LookupCachePolicy()
 
     @task(cache_policy=policy)
-    def one(x: int) -> str:
-        return f"one {x}"
+    def one(experiments: str, tracking_uri: str) -> str:
+        return "one"
 
     @task(cache_policy=policy)
-    def two(x: int) -> str:
-        return f"two {x}"
+    def two(experiments: str, tracking_uri: str) -> str:
+        return "two"
 
     @flow
     def both() -> list[tuple[str, Any]]:
-        states = [one(1, return_state=True), two(1, return_state=True), one(1, return_state=True)]
+        where = {"experiments": data.experiment, "tracking_uri": data.url}
+        states = [
+            one(**where, return_state=True),
+            two(**where, return_state=True),
+            one(**where, return_state=True),
+        ]
         return [_seen(s) for s in states]
 
-    assert both() == [("Completed", "one 1"), ("Completed", "two 1"), ("Cached", "one 1")]
+    assert both() == [("Completed", "one"), ("Completed", "two"), ("Cached", "one")]
 
 
 def test_a_refused_lookup_is_not_cached(data: Data) -> None:

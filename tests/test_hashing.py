@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from tracking_tasks import ConfigHashError, canonical_json, config_hash
+from tracking_tasks import config_hash
+from tracking_tasks.errors import ConfigHashError
+from tracking_tasks.hashing import canonical_json
 
 
 class Opt(enum.Enum):

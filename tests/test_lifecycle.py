@@ -17,7 +17,7 @@ from tracking_tasks import (
     mlflow_state_hooks,
     setup_mlflow,
 )
-from tracking_tasks.lifecycle import LOCATION_LABEL_PREFIX
+from tracking_tasks.tasks.registry import LOCATION_LABEL_PREFIX, RUN_REGISTRY, RunRegistry
 
 
 def _statuses(config: TrackingConfig) -> dict[str, tuple[str, str | None]]:
@@ -69,7 +69,6 @@ def test_cancellation_hook_kills_runs_from_another_process(
     """Prefect's runner calls on_cancellation hooks in its own process with a Cancelling
     state; that process never saw the runs opened, so the hook finds them through the
     flow run's labels. Here the runs are forgotten in-process to stand for that."""
-    from tracking_tasks import lifecycle
 
     @flow(**mlflow_state_hooks())
     def pipeline() -> RunRef:
@@ -78,15 +77,13 @@ def test_cancellation_hook_kills_runs_from_another_process(
     state = pipeline(return_state=True)
     ref = state.result()
     flow_run_id = state.state_details.flow_run_id
+    assert RUN_REGISTRY.writer.flush(30)  # the label goes out in the background
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
     assert any(k.startswith(LOCATION_LABEL_PREFIX) for k in flow_run.labels)
     MlflowClient(tracking_config.tracking_uri).update_run(ref.run_id, status="RUNNING")
     # a fresh process: nothing remembered, and another name in the labels
-    monkeypatch.setattr(lifecycle, "_memory", type(lifecycle._memory)())
-    monkeypatch.setattr(lifecycle, "PROCESS_TOKEN", "otherprc")
-
-    hooks = mlflow_state_hooks()["on_cancellation"]
+    hooks = mlflow_state_hooks(registry=RunRegistry())["on_cancellation"]
     for hook in hooks:
         hook(pipeline, flow_run, Cancelling())
     assert _statuses(tracking_config)["a"][0] == "KILLED"

@@ -11,9 +11,7 @@ from mlflow import MlflowClient
 from prefect import flow
 
 from tracking_tasks import (
-    InvalidLogDataError,
     RunLogger,
-    RunNotFoundError,
     RunRef,
     TrackingConfig,
     create_mlflow_run,
@@ -22,6 +20,7 @@ from tracking_tasks import (
     set_tags,
     setup_mlflow,
 )
+from tracking_tasks.errors import InvalidLogDataError, RunNotFoundError
 
 
 @pytest.fixture

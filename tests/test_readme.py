@@ -96,7 +96,7 @@ def test_tracker_examples_run(
     exec(compile(block, "README.md", "exec"), {"__name__": "__main__"})
     runs = experiment_runs(tracking_config.model_copy(update={"experiment_name": "Default"}))
     stage = tracker.removeprefix("track_")
-    mine = [r for r in runs if r.data.tags.get("tracking_tasks.stage") == stage]
+    mine = [r for r in runs if r.data.tags.get("stage") == stage]
     assert mine and mine[-1].info.status == "FINISHED"
 
 

@@ -9,7 +9,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tests.helpers import experiment_runs, flow_run_artifacts, task_run_states
 from tracking_tasks import (
-    InvalidLogDataError,
     RunRef,
     TrackingConfig,
     config_hash,
@@ -18,6 +17,7 @@ from tracking_tasks import (
     mlflow_state_hooks,
     setup_mlflow,
 )
+from tracking_tasks.errors import InvalidLogDataError
 
 
 def test_run_is_tagged_with_prefect_identity_and_config_hash(
@@ -120,7 +120,10 @@ def test_flow_retry_gets_the_same_run_and_reopens_it(
 ) -> None:
     """The retry finds the run from this process's memory, or (as a retry in a fresh
     process would) by searching the server for the run's identity tag."""
-    from tracking_tasks import end_mlflow_run, lifecycle
+    from prefect.runtime import flow_run
+
+    from tracking_tasks import end_mlflow_run
+    from tracking_tasks.tasks.registry import RUN_REGISTRY
 
     seen: list[str] = []
 
@@ -133,7 +136,7 @@ def test_flow_retry_gets_the_same_run_and_reopens_it(
         if len(seen) == 1:
             end_mlflow_run(ref, "FAILED")  # the first attempt even ended it
             if new_process:
-                lifecycle._memory.clear()
+                RUN_REGISTRY.forget(str(flow_run.id))  # as a fresh process knows nothing
             raise RuntimeError("first attempt fails")
         return ref
 

@@ -11,14 +11,9 @@ from prefect import flow
 from pydantic import ValidationError
 
 from tests.servers import MlflowServer
-from tracking_tasks import (
-    TrackingConfig,
-    TrackingConfigError,
-    TrackingContext,
-    resolve_tracking_config,
-    setup_mlflow,
-)
-from tracking_tasks.exceptions import ExperimentSetupError
+from tracking_tasks import TrackingConfig, TrackingContext, setup_mlflow
+from tracking_tasks.config import resolve_tracking_config
+from tracking_tasks.errors import ExperimentSetupError, TrackingConfigError
 
 
 def test_setup_creates_experiment_and_returns_context(tracking_config: TrackingConfig) -> None:

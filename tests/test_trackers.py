@@ -14,15 +14,10 @@ from tests.helpers import experiment_runs, flow_run_artifacts
 from tracking_tasks import (
     BenchmarkOutput,
     ConversionOutput,
-    MLflowBenchmarkTracker,
-    MLflowConversionTracker,
-    MLflowSweepTracker,
-    MLflowTrainingTracker,
     RunLogger,
     StageContext,
     StageOutput,
     TrackingConfig,
-    latency_summary,
     mlflow_state_hooks,
     setup_mlflow,
     track_benchmark,
@@ -30,6 +25,7 @@ from tracking_tasks import (
     track_sweep,
     track_training,
 )
+from tracking_tasks.trackers.benchmark import latency_summary
 
 
 def _by_name(config: TrackingConfig) -> dict[str, Any]:
@@ -63,7 +59,7 @@ def test_training_records_config_steps_metrics_checkpoint(
     assert run.data.params == {"lr": "0.1", "opt.name": "sgd"}
     assert run.data.metrics["f1"] == 0.9 == result.metrics["f1"]
     assert len(client.get_metric_history(result.run.run_id, "loss")) == 20
-    assert run.data.tags["tracking_tasks.stage"] == "training"
+    assert run.data.tags["stage"] == "training"
     assert run.data.tags["tracking_tasks.lineage.sweep"] == "s" * 32
     assert run.data.tags["tracking_tasks.lineage.trial"] == "t" * 32
     got = client.download_artifacts(
@@ -249,10 +245,3 @@ def test_conversion_uploads_measures_and_registers(
     assert Path(got).read_bytes() == converted.read_bytes()
     (version,) = client.search_model_versions(f"name = '{name}'")
     assert version.version == result.model_version and version.run_id == result.run.run_id
-
-
-def test_seed_tracker_names_are_the_subflows() -> None:
-    assert MLflowSweepTracker is track_sweep
-    assert MLflowTrainingTracker is track_training
-    assert MLflowBenchmarkTracker is track_benchmark
-    assert MLflowConversionTracker is track_conversion

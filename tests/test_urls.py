@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tracking_tasks import RunRef, experiment_url, run_url
-from tracking_tasks.urls import UI_BASE_URL_ENV, azureml_workspace_id
+from tracking_tasks import RunRef
+from tracking_tasks.urls import UI_BASE_URL_ENV, azureml_workspace_id, experiment_url, run_url
 
 AZURE = (
     "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/0000-sub/"

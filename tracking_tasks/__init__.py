@@ -1,161 +1,91 @@
-"""MLflow experiment tracking as Prefect tasks, subflows and state hooks."""
+"""MLflow experiment tracking as Prefect tasks, subflows and state hooks.
 
-from tracking_tasks.artifacts import (
-    MANIFEST_NAME,
-    ArtifactManifest,
-    CheckpointArtifacts,
-    ManifestEntry,
-    download_artifacts,
-    log_best_checkpoint,
-    retry_on_transient_fault,
-    upload_artifacts,
-)
-from tracking_tasks.azure_ml import get_azure_tracking_uri
-from tracking_tasks.batching import RunLogger
-from tracking_tasks.blocks import MlflowCredentials
-from tracking_tasks.config import AzureMLWorkspace, TrackingConfig
-from tracking_tasks.exceptions import (
-    ArtifactError,
-    ArtifactNotFoundError,
-    ArtifactVerificationError,
-    AzureAuthenticationError,
-    AzureWorkspaceError,
-    ConfigHashError,
-    CredentialInURIError,
-    ExperimentNotFoundError,
-    ExperimentSetupError,
-    InvalidLogDataError,
-    InvalidSearchError,
-    LocalArtifactPathError,
-    MissingExtraError,
-    RunCreationError,
-    RunNotFoundError,
-    RunSearchError,
-    TrackingConfigError,
-    TrackingTasksError,
-    TransientArtifactError,
-    UnsafeArtifactPathError,
-)
-from tracking_tasks.finder import (
-    RunSummary,
+What a flow needs, on one card. Everything else lives in a named module:
+``tracking_tasks.errors`` (the exception tree), ``tracking_tasks.ops`` (the plain
+functions, usable without Prefect), ``tracking_tasks.tasks`` (the Prefect layer),
+``tracking_tasks.urls``, ``tracking_tasks.hashing``, ``tracking_tasks.tags``,
+``tracking_tasks.config``, ``tracking_tasks.azure_ml``.
+"""
+
+from tracking_tasks._version import __version__
+from tracking_tasks.config.models import AzureMLWorkspace, TrackingConfig
+from tracking_tasks.errors import TrackingTasksError
+from tracking_tasks.handles import RunRef, RunSummary, TrackingContext
+from tracking_tasks.hashing import config_hash
+from tracking_tasks.ops.artifacts.manifest import ArtifactManifest, CheckpointArtifacts
+from tracking_tasks.ops.batching import RunLogger
+from tracking_tasks.ops.search import get_run_summary
+from tracking_tasks.tasks.artifacts import download_artifacts, log_best_checkpoint, upload_artifacts
+from tracking_tasks.tasks.blocks import MlflowCredentials
+from tracking_tasks.tasks.finders import (
     find_best_run,
     find_mlflow_runs,
     find_run_by_config_hash,
     find_runs_for_flow_run,
-    get_run_summary,
 )
-from tracking_tasks.handles import RunRef, TrackingContext
-from tracking_tasks.hashing import canonical_json, config_hash
-from tracking_tasks.lifecycle import end_mlflow_run, mlflow_state_hooks, state_to_run_status
-from tracking_tasks.runs import create_mlflow_run, get_run_info, log_metrics, log_params, set_tags
-from tracking_tasks.setup import resolve_tracking_config, setup_mlflow
+from tracking_tasks.tasks.hooks import mlflow_state_hooks
+from tracking_tasks.tasks.runs import (
+    create_mlflow_run,
+    end_mlflow_run,
+    log_metrics,
+    log_params,
+    set_tags,
+)
+from tracking_tasks.tasks.setup import setup_mlflow
 from tracking_tasks.trackers import (
     BenchmarkOutput,
     BenchmarkResult,
     ConversionOutput,
     ConversionResult,
-    MLflowBenchmarkTracker,
-    MLflowConversionTracker,
-    MLflowSweepTracker,
-    MLflowTrainingTracker,
     StageContext,
     StageOutput,
     StageResult,
     SweepResult,
     TrialSummary,
-    latency_summary,
     register_model_version,
-    run_trial,
     track_benchmark,
     track_conversion,
     track_sweep,
     track_training,
 )
-from tracking_tasks.urls import (
-    azure_studio_experiment_url,
-    azure_studio_run_url,
-    experiment_url,
-    redact_uri,
-    run_url,
-)
-
-__version__ = "0.1.0"
 
 __all__ = [
-    "MANIFEST_NAME",
-    "ArtifactError",
     "ArtifactManifest",
-    "ArtifactNotFoundError",
-    "ArtifactVerificationError",
-    "AzureAuthenticationError",
     "AzureMLWorkspace",
-    "AzureWorkspaceError",
     "BenchmarkOutput",
     "BenchmarkResult",
     "CheckpointArtifacts",
-    "ConfigHashError",
     "ConversionOutput",
     "ConversionResult",
-    "CredentialInURIError",
-    "ExperimentNotFoundError",
-    "ExperimentSetupError",
-    "InvalidLogDataError",
-    "InvalidSearchError",
-    "LocalArtifactPathError",
-    "MLflowBenchmarkTracker",
-    "MLflowConversionTracker",
-    "MLflowSweepTracker",
-    "MLflowTrainingTracker",
-    "ManifestEntry",
-    "MissingExtraError",
     "MlflowCredentials",
-    "RunCreationError",
     "RunLogger",
-    "RunNotFoundError",
     "RunRef",
-    "RunSearchError",
     "RunSummary",
     "StageContext",
     "StageOutput",
     "StageResult",
     "SweepResult",
     "TrackingConfig",
-    "TrackingConfigError",
     "TrackingContext",
     "TrackingTasksError",
-    "TransientArtifactError",
     "TrialSummary",
-    "UnsafeArtifactPathError",
     "__version__",
-    "azure_studio_experiment_url",
-    "azure_studio_run_url",
-    "canonical_json",
     "config_hash",
     "create_mlflow_run",
     "download_artifacts",
     "end_mlflow_run",
-    "experiment_url",
     "find_best_run",
     "find_mlflow_runs",
     "find_run_by_config_hash",
     "find_runs_for_flow_run",
-    "get_azure_tracking_uri",
-    "get_run_info",
     "get_run_summary",
-    "latency_summary",
     "log_best_checkpoint",
     "log_metrics",
     "log_params",
     "mlflow_state_hooks",
-    "redact_uri",
     "register_model_version",
-    "resolve_tracking_config",
-    "retry_on_transient_fault",
-    "run_trial",
-    "run_url",
     "set_tags",
     "setup_mlflow",
-    "state_to_run_status",
     "track_benchmark",
     "track_conversion",
     "track_sweep",

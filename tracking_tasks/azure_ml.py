@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tracking_tasks.config import AzureMLWorkspace
-from tracking_tasks.exceptions import (
+from tracking_tasks.config.models import AzureMLWorkspace
+from tracking_tasks.errors import (
     AzureAuthenticationError,
     AzureWorkspaceError,
     MissingExtraError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -186,14 +186,10 @@ def _json(value: Any) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tracking_tasks.finder import (
-        find_best_run,
-        find_mlflow_runs,
-        get_run_summary,
-    )
+    from tracking_tasks.ops.search import find_best_run, find_mlflow_runs, get_run_summary
 
     if args.command == "find":
-        runs = find_mlflow_runs.fn(
+        runs = find_mlflow_runs(
             args.experiments,
             args.filter,
             tracking_uri=args.tracking_uri,
@@ -209,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "best":
         status: Any = None if args.any_status else (args.status or "FINISHED")
-        found = find_best_run.fn(
+        found = find_best_run(
             args.metric,
             args.experiments,
             mode=args.mode,
@@ -250,27 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["runs", "find", "--filter", "metrics.f1 >"])  # doctest: +SKIP
         2
     """
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # results go to stdout
     args = build_parser().parse_args(argv)
+    # results go to stdout, errors to one line on stderr: the library's own info lines
+    # (forwarded to Prefect's console logger) would only interleave with them
+    logging.getLogger("tracking_tasks").setLevel(logging.WARNING)
 
-    from tracking_tasks.exceptions import (
-        ExperimentNotFoundError,
-        InvalidSearchError,
-        RunNotFoundError,
-        TrackingConfigError,
-        TrackingTasksError,
-    )
+    from tracking_tasks.errors import InvalidArgumentError, NotFoundError, TrackingTasksError
 
     try:
         return _run(args)
-    except (
-        InvalidSearchError,
-        ExperimentNotFoundError,
-        RunNotFoundError,
-        TrackingConfigError,
-    ) as exc:
+    except (InvalidArgumentError, NotFoundError) as exc:
         _fail(exc)
         return EXIT_USAGE
     except TrackingTasksError as exc:

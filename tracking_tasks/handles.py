@@ -1,12 +1,19 @@
-"""Small frozen values passed between tasks: a tracking context and a run handle."""
+"""Small frozen values passed between tasks: a tracking context, a run handle, a run summary."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from tracking_tasks.tags import CONFIG_HASH_TAG, PARENT_RUN_TAG
 from tracking_tasks.urls import experiment_url, run_url
 
-__all__ = ["RunRef", "TrackingContext"]
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+__all__ = ["RunRef", "RunSummary", "TrackingContext"]
 
 
 class TrackingContext(BaseModel):
@@ -83,3 +90,104 @@ class RunRef(BaseModel):
     def url(self) -> str | None:
         """The run's MLflow UI page, or None for a local store."""
         return run_url(self.tracking_uri, self.experiment_id, self.run_id)
+
+
+class RunSummary(BaseModel):
+    """One MLflow run as a finder returns it: a frozen, picklable value.
+
+    Args:
+        run_id: MLflow run id.
+        run_name: The run's name.
+        status: ``RUNNING``, ``SCHEDULED``, ``FINISHED``, ``FAILED`` or ``KILLED``.
+        lifecycle_stage: ``active``, or ``deleted`` for a deleted run.
+        start_time: When the run started (UTC), if known.
+        end_time: When the run ended (UTC), None while it runs.
+        experiment_id: The run's experiment id.
+        tracking_uri: Tracking URI the run lives on (never carries credentials).
+        parent_run_id: The parent of a nested run, else None.
+        params: Param name -> value.
+        metrics: Metric name -> latest value.
+        tags: Tag name -> value, MLflow's own ``mlflow.*`` tags included.
+        url: The run's UI page, or None for a local store (see ``run_url``).
+
+    Example:
+        >>> summary = RunSummary(run_id="abc", run_name="train", status="FINISHED",
+        ...                      experiment_id="1", tracking_uri="http://127.0.0.1:5000")
+        >>> summary.to_ref().run_id
+        'abc'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str = Field(description="MLflow run id.")
+    run_name: str = Field(description="The run's name.")
+    status: str = Field(description="The run's MLflow status.")
+    lifecycle_stage: str = Field(default="active", description="'active' or 'deleted'.")
+    start_time: dt.datetime | None = Field(default=None, description="Start time, UTC.")
+    end_time: dt.datetime | None = Field(default=None, description="End time, UTC.")
+    experiment_id: str = Field(description="The run's experiment id.")
+    tracking_uri: str = Field(description="Tracking URI the run lives on.")
+    parent_run_id: str | None = Field(default=None, description="Parent run of a nested run.")
+    params: dict[str, str] = Field(default_factory=dict, description="Params.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Latest metric values.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags.")
+    url: str | None = Field(default=None, description="The run's UI page, or None.")
+
+    @classmethod
+    def from_run(cls, run: Run, tracking_uri: str) -> RunSummary:
+        """Summarise an MLflow ``Run`` fetched from ``tracking_uri``.
+
+        Args:
+            run: An ``mlflow.entities.Run``.
+            tracking_uri: The server it came from (no credentials in it).
+
+        Returns:
+            The run's ``RunSummary``.
+
+        Example:
+            >>> from mlflow.entities import Run, RunData, RunInfo
+            >>> info = RunInfo(run_id="abc", experiment_id="1", user_id="u", status="FINISHED",
+            ...                start_time=0, end_time=None, lifecycle_stage="active")
+            >>> RunSummary.from_run(Run(info, RunData()), "sqlite:///m.db").status
+            'FINISHED'
+        """
+        info, data = run.info, run.data
+        return cls(
+            run_id=info.run_id,
+            run_name=info.run_name or info.run_id,
+            status=info.status,
+            lifecycle_stage=info.lifecycle_stage,
+            start_time=_time(info.start_time),
+            end_time=_time(info.end_time),
+            experiment_id=str(info.experiment_id),
+            tracking_uri=tracking_uri,
+            parent_run_id=data.tags.get(PARENT_RUN_TAG),
+            params=dict(data.params),
+            metrics=dict(data.metrics),
+            tags=dict(data.tags),
+            url=run_url(tracking_uri, str(info.experiment_id), info.run_id),
+        )
+
+    def to_ref(self) -> RunRef:
+        """Return a ``RunRef`` for this run, to log to it with the logging tasks.
+
+        Returns:
+            A ``RunRef`` naming the same run on the same server.
+
+        Example:
+            >>> RunSummary(run_id="abc", run_name="t", status="FINISHED", experiment_id="1",
+            ...            tracking_uri="sqlite:///mlflow.db").to_ref().experiment_id
+            '1'
+        """
+        return RunRef(
+            run_id=self.run_id,
+            experiment_id=self.experiment_id,
+            run_name=self.run_name,
+            tracking_uri=self.tracking_uri,
+            parent_run_id=self.parent_run_id,
+            config_hash=self.tags.get(CONFIG_HASH_TAG),
+        )
+
+
+def _time(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)

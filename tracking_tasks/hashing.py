@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tracking_tasks.exceptions import ConfigHashError
+from tracking_tasks.errors import ConfigHashError
 
 __all__ = ["SHORT_HASH_LENGTH", "canonical_json", "config_hash"]
 

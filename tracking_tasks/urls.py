@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-from tracking_tasks.exceptions import CredentialInURIError, TrackingConfigError
+from tracking_tasks.errors import CredentialInURIError, TrackingConfigError
 
 __all__ = [
     "UI_BASE_URL_ENV",

@@ -16,21 +16,11 @@ from tracking_tasks.trackers.core import StageContext, StageOutput, StageResult
 from tracking_tasks.trackers.sweep import SweepResult, TrialSummary, run_trial, track_sweep
 from tracking_tasks.trackers.training import track_training
 
-#: The seed's tracker names, kept for users moving from it: each is the subflow.
-MLflowSweepTracker = track_sweep
-MLflowTrainingTracker = track_training
-MLflowBenchmarkTracker = track_benchmark
-MLflowConversionTracker = track_conversion
-
 __all__ = [
     "BenchmarkOutput",
     "BenchmarkResult",
     "ConversionOutput",
     "ConversionResult",
-    "MLflowBenchmarkTracker",
-    "MLflowConversionTracker",
-    "MLflowSweepTracker",
-    "MLflowTrainingTracker",
     "StageContext",
     "StageOutput",
     "StageResult",

@@ -11,10 +11,12 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from tracking_tasks.config import TrackingConfig
+from tracking_tasks.config.models import TrackingConfig
+from tracking_tasks.errors import InvalidArgumentError
 from tracking_tasks.handles import RunRef, TrackingContext
-from tracking_tasks.lifecycle import mlflow_state_hooks
-from tracking_tasks.runs import log_metrics, set_tags
+from tracking_tasks.tags import MACHINE_TAG_PREFIX
+from tracking_tasks.tasks.hooks import mlflow_state_hooks
+from tracking_tasks.tasks.runs import log_metrics, set_tags
 from tracking_tasks.trackers.core import (
     StageResult,
     config_dict,
@@ -80,7 +82,7 @@ def latency_summary(latencies_s: Sequence[float], batch_size: int = 1) -> dict[s
         "samples"}``.
 
     Raises:
-        ValueError: fewer than two samples, or a negative one.
+        InvalidArgumentError: fewer than two samples, or a negative one.
 
     Example:
         >>> latency_summary([0.010, 0.020, 0.030])["latency_p50_ms"]
@@ -88,9 +90,11 @@ def latency_summary(latencies_s: Sequence[float], batch_size: int = 1) -> dict[s
     """
     samples = [float(x) for x in latencies_s]
     if len(samples) < 2:
-        raise ValueError(f"a benchmark needs at least 2 latency samples, got {len(samples)}")
+        raise InvalidArgumentError(
+            f"a benchmark needs at least 2 latency samples, got {len(samples)}: time more calls"
+        )
     if min(samples) < 0:
-        raise ValueError("latency samples must not be negative (seconds)")
+        raise InvalidArgumentError("latency samples must not be negative: give seconds per call")
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     total = sum(samples)
     return {
@@ -105,10 +109,10 @@ def latency_summary(latencies_s: Sequence[float], batch_size: int = 1) -> dict[s
 def machine_tags() -> dict[str, str]:
     """Where the benchmark ran: Python, platform, CPU count, processor."""
     return {
-        "machine.python": platform.python_version(),
-        "machine.platform": platform.platform(),
-        "machine.cpu_count": str(os.cpu_count()),
-        "machine.processor": platform.processor() or platform.machine(),
+        f"{MACHINE_TAG_PREFIX}python": platform.python_version(),
+        f"{MACHINE_TAG_PREFIX}platform": platform.platform(),
+        f"{MACHINE_TAG_PREFIX}cpu_count": str(os.cpu_count()),
+        f"{MACHINE_TAG_PREFIX}processor": platform.processor() or platform.machine(),
     }
 
 
@@ -139,7 +143,7 @@ def track_benchmark(
         A frozen ``BenchmarkResult``.
 
     Raises:
-        ValueError: fewer than two latency samples.
+        InvalidArgumentError: fewer than two latency samples.
         Exception: whatever ``bench_fn`` raised (run FAILED, subflow Failed).
 
     Example:

@@ -10,15 +10,23 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from tracking_tasks.clients import error_code, get_client
-from tracking_tasks.config import TrackingConfig
+from tracking_tasks.config.models import TrackingConfig
+from tracking_tasks.errors import StageOutputError
 from tracking_tasks.handles import RunRef, TrackingContext
-from tracking_tasks.lifecycle import mlflow_state_hooks
-from tracking_tasks.runs import log_metrics
+from tracking_tasks.ops import registry
+from tracking_tasks.tasks.artifacts import upload_artifacts
+from tracking_tasks.tasks.hooks import mlflow_state_hooks
+from tracking_tasks.tasks.runs import log_metrics
 from tracking_tasks.trackers.core import StageResult, config_dict, lineage_tags, open_stage_run
 from tracking_tasks.trackers.training import run_stage_function
 
-__all__ = ["ConversionOutput", "ConversionResult", "register_model_version", "track_conversion"]
+__all__ = [
+    "ConversionOutput",
+    "ConversionResult",
+    "latest_model_version",
+    "register_model_version",
+    "track_conversion",
+]
 
 
 class ConversionOutput(BaseModel):
@@ -67,43 +75,14 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-@task(name="register_model_version", cache_policy=NO_CACHE)  # creates a registry entry
-def register_model_version(run: RunRef, artifact_path: str, name: str) -> str:
-    """Register ``runs:/<run>/<artifact_path>`` as a new version of model ``name``.
-
-    The registered model is created if missing. A retry of the same run and path finds
-    the version it already made instead of adding another.
-
-    Args:
-        run: The run holding the model artifact.
-        artifact_path: The model's artifact path in that run.
-        name: Registered model name.
-
-    Returns:
-        The model version (a string such as ``"3"``).
-
-    Raises:
-        mlflow.exceptions.MlflowException: the registry refused the model.
-
-    Example:
-        >>> from prefect import flow
-        >>> @flow
-        ... def publish(run):
-        ...     return register_model_version(run, "converted", "digits-classifier")
-    """
-    from mlflow.exceptions import MlflowException
-
-    client = get_client(run.tracking_uri, run.registry_uri)
-    source = f"runs:/{run.run_id}/{artifact_path}"
-    try:
-        client.create_registered_model(name)
-    except MlflowException as exc:
-        if error_code(exc) != "RESOURCE_ALREADY_EXISTS":
-            raise
-    for version in client.search_model_versions(f"name = '{name}' and run_id = '{run.run_id}'"):
-        if version.source == source:
-            return str(version.version)
-    return str(client.create_model_version(name, source, run_id=run.run_id).version)
+# Creates a registry entry (found again on a retry): never cached.
+register_model_version = task(name="register_model_version", cache_policy=NO_CACHE)(
+    registry.register_model_version
+)
+# Reads what is newest now: never cached.
+latest_model_version = task(name="latest_model_version", cache_policy=NO_CACHE)(
+    registry.latest_model_version
+)
 
 
 @flow(name="track_conversion", **mlflow_state_hooks())
@@ -138,7 +117,7 @@ def track_conversion(
         A frozen ``ConversionResult``.
 
     Raises:
-        TypeError: ``convert_fn`` did not return a ``ConversionOutput``.
+        StageOutputError: ``convert_fn`` did not return a ``ConversionOutput``.
         Exception: whatever ``convert_fn`` raised (run FAILED, subflow Failed).
 
     Example:
@@ -147,14 +126,12 @@ def track_conversion(
         ... def pipeline(convert):
         ...     return track_conversion(convert, {"format": "json"}, register_as="digits")
     """
-    from tracking_tasks.artifacts import upload_artifacts
-
     cfg = config_dict(config)
     lineage = lineage_tags({"source": source_run})
     run = open_stage_run("conversion", tracking, cfg, run_name, tags=lineage)
     output: Any = run_stage_function("conversion", convert_fn, run, cfg, lineage)
     if not isinstance(output, ConversionOutput):
-        raise TypeError(
+        raise StageOutputError(
             f"the conversion function returned {type(output).__name__}; return a "
             "ConversionOutput(artifact=..., parity_max_abs_diff=...)"
         )

@@ -9,27 +9,27 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tracking_tasks.batching import RunLogger
-from tracking_tasks.config import TrackingConfig
-from tracking_tasks.exceptions import TrackingConfigError
+from tracking_tasks.config.models import TrackingConfig
+from tracking_tasks.errors import StageOutputError, TrackingConfigError
 from tracking_tasks.handles import RunRef, TrackingContext
-from tracking_tasks.runs import create_mlflow_run, log_params
-from tracking_tasks.setup import setup_mlflow
-
-STAGE_TAG = "tracking_tasks.stage"
-LINEAGE_TAG_PREFIX = "tracking_tasks.lineage."
+from tracking_tasks.ops.batching import RunLogger
+from tracking_tasks.tags import STAGE_TAG, lineage_tag
+from tracking_tasks.tasks.runs import create_mlflow_run, log_params
+from tracking_tasks.tasks.setup import setup_mlflow
 
 __all__ = ["StageContext", "StageOutput", "StageResult"]
 
 
 class StageOutput(BaseModel):
-    """What a stage function may return: final metrics and files to keep.
+    """What a stage function may return: final metrics, files to keep, and any value.
 
     A stage function may also return a plain mapping of metric name to number, or None.
 
     Args:
         metrics: Final metrics, logged on the stage's run.
         checkpoint: A file or folder uploaded to the run as the stage's checkpoint.
+        value: Anything else the stage hands back to the flow (a trained model...):
+            not logged, returned as ``StageResult.value``.
 
     Example:
         >>> StageOutput(metrics={"f1": 0.91}, checkpoint=None).metrics
@@ -40,6 +40,7 @@ class StageOutput(BaseModel):
 
     metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics.")
     checkpoint: Path | None = Field(default=None, description="File or folder to upload.")
+    value: Any = Field(default=None, description="Anything the stage hands back (a model).")
 
 
 class StageResult(BaseModel):
@@ -50,6 +51,7 @@ class StageResult(BaseModel):
         run: The stage's MLflow run.
         metrics: The final metrics logged on the run.
         checkpoint_path: Artifact path of the uploaded checkpoint, if any.
+        value: What the stage function handed back in ``StageOutput.value``.
 
     Example:
         >>> r = StageResult(stage="training", run=RunRef(run_id="a", experiment_id="1",
@@ -64,6 +66,7 @@ class StageResult(BaseModel):
     run: RunRef = Field(description="The stage's MLflow run.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics.")
     checkpoint_path: str | None = Field(default=None, description="Checkpoint artifact path.")
+    value: Any = Field(default=None, description="What the stage function handed back.")
 
 
 @dataclass
@@ -132,7 +135,7 @@ def lineage_tags(lineage: Mapping[str, RunRef | str | None]) -> dict[str, str]:
     for role, run in lineage.items():
         run_id = run_id_of(run)
         if run_id:
-            tags[f"{LINEAGE_TAG_PREFIX}{role}"] = run_id
+            tags[lineage_tag(role)] = run_id
     return tags
 
 
@@ -168,7 +171,7 @@ def normalise_output(value: Any, stage: str) -> StageOutput:
         return value
     if isinstance(value, Mapping):
         return StageOutput(metrics={str(k): float(v) for k, v in value.items()})
-    raise TypeError(
+    raise StageOutputError(
         f"the {stage} function returned {type(value).__name__}; return a StageOutput, a "
         "mapping of metric name to number, or None"
     )

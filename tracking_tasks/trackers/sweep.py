@@ -12,14 +12,25 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from tracking_tasks.batching import RunLogger
-from tracking_tasks.config import TrackingConfig
+from tracking_tasks.config.models import TrackingConfig
+from tracking_tasks.errors import InvalidArgumentError, SweepFailedError
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.hashing import config_hash
-from tracking_tasks.lifecycle import end_mlflow_run, mlflow_state_hooks
-from tracking_tasks.runs import create_mlflow_run, log_metrics, log_params, set_tags
-from tracking_tasks.trackers.core import (
+from tracking_tasks.ops.batching import RunLogger
+from tracking_tasks.ops.filters import and_, tag_equals
+from tracking_tasks.ops.runs import end_mlflow_run as end_run
+from tracking_tasks.ops.search import find_mlflow_runs
+from tracking_tasks.tags import (
+    BEST_RUN_TAG,
+    BEST_TRIAL_TAG,
+    PARENT_RUN_TAG,
     STAGE_TAG,
+    TRIAL_INDEX_TAG,
+    trial_run_name,
+)
+from tracking_tasks.tasks.hooks import mlflow_state_hooks
+from tracking_tasks.tasks.runs import log_metrics, log_params, open_mlflow_run, set_tags
+from tracking_tasks.trackers.core import (
     StageOutput,
     StageResult,
     flatten_params,
@@ -30,8 +41,6 @@ from tracking_tasks.trackers.core import (
 from tracking_tasks.trackers.training import upload_checkpoint
 
 __all__ = ["SweepResult", "TrialSummary", "run_trial", "track_sweep"]
-
-BEST_RUN_TAG = "tracking_tasks.best_run_id"
 
 
 class TrialSummary(BaseModel):
@@ -116,12 +125,12 @@ def run_trial(
         ...     log.log_metric("loss", 1 / params["C"], 0)
         ...     return {"accuracy": 0.9}
     """
-    run = create_mlflow_run.fn(
+    run = open_mlflow_run(
         context,
-        run_name=f"{run_name_prefix}-{index}",
+        run_name=trial_run_name(index, run_name_prefix),
         config=params,
         parent_run_id=parent,
-        tags={STAGE_TAG: "sweep-trial", "tracking_tasks.trial_index": str(index)},
+        tags={STAGE_TAG: "sweep-trial", TRIAL_INDEX_TAG: str(index)},
         idempotency_key=f"trial-{index}",
     )
     try:
@@ -130,9 +139,9 @@ def run_trial(
             output = normalise_output(objective(dict(params), log), "objective")
             log.log_metrics(output.metrics)
     except Exception:
-        end_mlflow_run.fn(run, "FAILED")
+        end_run(run, "FAILED")
         raise
-    end_mlflow_run.fn(run, "FINISHED")
+    end_run(run, "FINISHED")
     return TrialSummary(
         index=index,
         params=dict(params),
@@ -209,8 +218,8 @@ def track_sweep(
         A frozen ``SweepResult`` (parent run, every trial, the best).
 
     Raises:
-        ValueError: no trials, or ``mode`` is not max/min.
-        RuntimeError: every trial failed, or none reported ``metric``.
+        InvalidArgumentError: no trials, or ``mode`` is not max/min.
+        SweepFailedError: every trial failed, or none reported ``metric``.
 
     Example:
         >>> from prefect import flow
@@ -221,9 +230,11 @@ def track_sweep(
         ...     return track_sweep(objective, [{"C": 0.5}, {"C": 1.0}], metric="accuracy")
     """
     if not trials:
-        raise ValueError("a sweep needs at least one trial: pass a list of param mappings")
+        raise InvalidArgumentError(
+            "a sweep needs at least one trial: pass a list of param mappings"
+        )
     if mode not in ("max", "min"):
-        raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
+        raise InvalidArgumentError(f"mode must be 'max' or 'min', not {mode!r}")
     context = tracking_context(tracking)
     # the trial list is part of the sweep's identity (a retried sweep finds its run; a
     # sweep over other trials in the same flow run gets its own), by hash: it may be long
@@ -263,11 +274,11 @@ def track_sweep(
     )
     if best is None:
         failed = sum(t.status == "FAILED" for t in summaries)
-        raise RuntimeError(
+        raise SweepFailedError(
             f"no trial of sweep {parent.run_id} reported {metric!r}: {failed} of "
             f"{len(summaries)} trials failed"
         )
-    set_tags(parent, {BEST_RUN_TAG: best.run_id, "tracking_tasks.best_trial": str(best.index)})
+    set_tags(parent, {BEST_RUN_TAG: best.run_id, BEST_TRIAL_TAG: str(best.index)})
     log_metrics(parent, {f"best.{k}": v for k, v in best.metrics.items()})
     log_params(parent, {f"best.{k}": v for k, v in flatten_params(best.params).items()})
     checkpoint = None
@@ -289,17 +300,9 @@ def track_sweep(
 
 def _trial_run_id(context: TrackingContext, parent: RunRef, index: int) -> str:
     """The run id of a failed trial, found by its parent and index tags."""
-    from mlflow.entities import ViewType
-
-    from tracking_tasks.clients import get_client
-
-    runs = get_client(context.tracking_uri, context.registry_uri).search_runs(
-        [context.experiment_id],
-        filter_string=(
-            f"tags.`mlflow.parentRunId` = '{parent.run_id}' "
-            f"AND tags.`tracking_tasks.trial_index` = '{index}'"
-        ),
-        run_view_type=ViewType.ACTIVE_ONLY,
+    found = find_mlflow_runs(
+        context,
+        and_(tag_equals(PARENT_RUN_TAG, parent.run_id), tag_equals(TRIAL_INDEX_TAG, str(index))),
         max_results=1,
     )
-    return runs[0].info.run_id if runs else ""
+    return found[0].run_id if found else ""

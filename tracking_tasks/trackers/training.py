@@ -8,11 +8,12 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from tracking_tasks.batching import RunLogger
-from tracking_tasks.config import TrackingConfig
+from tracking_tasks.config.models import TrackingConfig
 from tracking_tasks.handles import RunRef, TrackingContext
-from tracking_tasks.lifecycle import mlflow_state_hooks
-from tracking_tasks.runs import log_metrics
+from tracking_tasks.ops.batching import RunLogger
+from tracking_tasks.tasks.artifacts import upload_artifacts
+from tracking_tasks.tasks.hooks import mlflow_state_hooks
+from tracking_tasks.tasks.runs import log_metrics
 from tracking_tasks.trackers.core import (
     StageContext,
     StageOutput,
@@ -46,8 +47,6 @@ def upload_checkpoint(run: RunRef, output: StageOutput, artifact_path: str) -> s
     """Upload the stage's checkpoint, if it returned one, with the artifact retries."""
     if output.checkpoint is None:
         return None
-    from tracking_tasks.artifacts import upload_artifacts
-
     upload_artifacts(run, output.checkpoint, artifact_path)
     return artifact_path
 
@@ -57,7 +56,13 @@ def finish_stage(stage: str, run: RunRef, output: StageOutput, artifact_path: st
     if output.metrics:
         log_metrics(run, output.metrics)
     checkpoint = upload_checkpoint(run, output, artifact_path)
-    return StageResult(stage=stage, run=run, metrics=output.metrics, checkpoint_path=checkpoint)
+    return StageResult(
+        stage=stage,
+        run=run,
+        metrics=output.metrics,
+        checkpoint_path=checkpoint,
+        value=output.value,
+    )
 
 
 @flow(name="track_training", **mlflow_state_hooks())

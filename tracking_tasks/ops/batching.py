@@ -1,30 +1,39 @@
-"""Batched logging: RunLogger buffers metrics, params and tags and sends them with log_batch."""
+"""Logging to a run: log_params, log_metrics, set_tags, and RunLogger, all through log_batch."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tracking_tasks._logging import logger
-from tracking_tasks.clients import error_code, get_client
-from tracking_tasks.exceptions import InvalidLogDataError, RunNotFoundError
+from tracking_tasks.errors import (
+    InvalidLogDataError,
+    RunNotFoundError,
+    TrackingServerError,
+    mlflow_errors,
+)
 from tracking_tasks.handles import RunRef
-from tracking_tasks.validation import (
+from tracking_tasks.ops.client import get_client
+from tracking_tasks.ops.validation import (
     MAX_ENTITIES_PER_BATCH,
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_TAGS_PER_BATCH,
     check_metric,
+    check_metrics,
     check_params,
     check_tags,
 )
+from tracking_tasks.urls import redact_uri
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric, Param, RunTag
 
-__all__ = ["RunLogger"]
+__all__ = ["RunLogger", "log_metrics", "log_params", "now_ms", "send_batch", "set_tags"]
+
+log = logging.getLogger(__name__)
 
 # MLflow refuses a log_batch body over 1 MB; stay clear of it with an estimate per entity.
 _MAX_BATCH_BYTES = 900_000
@@ -78,7 +87,13 @@ def send_batch(
     params: list[Param] | None = None,
     tags: list[RunTag] | None = None,
 ) -> int:
-    """Send validated entities to ``run`` with as few ``log_batch`` requests as allowed.
+    """Send checked entities to ``run`` with as few ``log_batch`` requests as allowed.
+
+    Args:
+        run: The run handle.
+        metrics: MLflow ``Metric`` entities.
+        params: MLflow ``Param`` entities.
+        tags: MLflow ``RunTag`` entities.
 
     Returns:
         The number of requests sent.
@@ -86,12 +101,23 @@ def send_batch(
     Raises:
         RunNotFoundError: the run does not exist.
         InvalidLogDataError: MLflow refused the data (e.g. a param changed its value).
-    """
-    from mlflow.exceptions import MlflowException
+        TrackingServerError: the server failed or could not be reached.
 
+    Example:
+        >>> from mlflow.entities import Param
+        >>> ref = RunRef(run_id="abc", experiment_id="1", run_name="t",
+        ...              tracking_uri="sqlite:///mlflow.db")
+        >>> send_batch(ref)  # nothing to send: no request
+        0
+    """
     client = get_client(run.tracking_uri, run.registry_uri)
     requests = 0
-    try:
+    with mlflow_errors(
+        f"logging to MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",
+        default=TrackingServerError,
+        not_found=RunNotFoundError,
+        invalid=InvalidLogDataError,
+    ):
         for chunk_metrics, chunk_params, chunk_tags in batches(
             metrics or [], params or [], tags or []
         ):
@@ -103,22 +129,111 @@ def send_batch(
                 synchronous=True,
             )
             requests += 1
-    except MlflowException as exc:
-        code = error_code(exc)
-        if code == "RESOURCE_DOES_NOT_EXIST":
-            raise RunNotFoundError(
-                f"MLflow run {run.run_id} does not exist on {run.tracking_uri}"
-            ) from exc
-        if code == "INVALID_PARAMETER_VALUE":
-            raise InvalidLogDataError(
-                f"MLflow refused data for run {run.run_id}: {exc.message}"
-            ) from exc
-        raise
     return requests
 
 
+def log_params(run: RunRef, params: Mapping[str, Any]) -> int:
+    """Log params to a run in as few ``log_batch`` requests as MLflow allows (100 each).
+
+    Args:
+        run: The run handle.
+        params: Name -> value; values are stored as strings.
+
+    Returns:
+        The number of params logged.
+
+    Raises:
+        InvalidLogDataError: a key is invalid, a value is NaN or longer than 6,000
+            characters (checked before anything is sent), or MLflow refused a changed value.
+        RunNotFoundError: the run does not exist.
+        TrackingServerError: the server failed or could not be reached.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow
+        ... def train(run: RunRef) -> None:
+        ...     log_params(run, {"lr": 0.1, "layers": 2})
+    """
+    from mlflow.entities import Param
+
+    checked = check_params(params)
+    send_batch(run, params=[Param(k, v) for k, v in checked.items()])
+    return len(checked)
+
+
+def log_metrics(
+    run: RunRef, metrics: Mapping[str, float], step: int = 0, timestamp: int | None = None
+) -> int:
+    """Log metrics at one step in as few ``log_batch`` requests as allowed (1,000 each).
+
+    Args:
+        run: The run handle.
+        metrics: Name -> number (NaN allowed).
+        step: The step of every point.
+        timestamp: Milliseconds since the epoch; now by default.
+
+    Returns:
+        The number of points logged.
+
+    Raises:
+        InvalidLogDataError: a name is invalid, a value is not a number or the step is
+            not an integer (checked before anything is sent).
+        RunNotFoundError: the run does not exist.
+        TrackingServerError: the server failed or could not be reached.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow
+        ... def evaluate(run: RunRef) -> None:
+        ...     log_metrics(run, {"f1": 0.91, "precision": 0.9}, step=0)
+    """
+    from mlflow.entities import Metric
+
+    checked = check_metrics(metrics, step)
+    ts = timestamp if timestamp is not None else now_ms()
+    send_batch(run, metrics=[Metric(k, v, ts, s) for k, v, s in checked])
+    return len(checked)
+
+
+def set_tags(run: RunRef, tags: Mapping[str, Any]) -> int:
+    """Set tags on a run in as few ``log_batch`` requests as allowed (100 each).
+
+    Args:
+        run: The run handle.
+        tags: Name -> value; values are stored as strings.
+
+    Returns:
+        The number of tags set.
+
+    Raises:
+        InvalidLogDataError: a key is not a valid string or a value is longer than 8,000
+            characters (checked before anything is sent).
+        RunNotFoundError: the run does not exist.
+        TrackingServerError: the server failed or could not be reached.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow
+        ... def train(run: RunRef) -> None:
+        ...     set_tags(run, {"stage": "training"})
+    """
+    from mlflow.entities import RunTag
+
+    checked = check_tags(tags)
+    send_batch(run, tags=[RunTag(k, v) for k, v in checked.items()])
+    return len(checked)
+
+
 def now_ms() -> int:
-    """Current time in milliseconds since the epoch, as MLflow stores timestamps."""
+    """Current time in milliseconds since the epoch, as MLflow stores timestamps.
+
+    Returns:
+        Milliseconds since the epoch.
+
+    Example:
+        >>> now_ms() > 1_600_000_000_000
+        True
+    """
     return int(time.time() * 1000)
 
 
@@ -290,7 +405,7 @@ class RunLogger:
         try:
             self.flush()  # keep what was measured before the error
         except Exception as flush_exc:
-            logger().error(
+            log.error(
                 "could not send buffered data of MLflow run %s while handling %r: %s",
                 self.run.run_id,
                 exc,

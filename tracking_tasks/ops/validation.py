@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tracking_tasks.exceptions import InvalidLogDataError
+from tracking_tasks.errors import InvalidLogDataError
 
 # MLflow's own limits (mlflow/utils/validation.py), restated so a batch is checked whole
 # before its first request: MLflow itself would refuse it part way through.

@@ -7,7 +7,7 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from tracking_tasks.config import AzureMLWorkspace
+from tracking_tasks.config.models import AzureMLWorkspace
 from tracking_tasks.urls import check_uri
 
 __all__ = ["MlflowCredentials"]

@@ -1,4 +1,4 @@
-"""Configuration models: where to track, and under which experiment."""
+"""The configuration models: where to track (a URI or an Azure ML workspace), and under which experiment."""
 
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ from pydantic import (
     model_validator,
 )
 
-from tracking_tasks.exceptions import TrackingConfigError
+from tracking_tasks.errors import TrackingConfigError
+from tracking_tasks.ops.validation import check_tags
 from tracking_tasks.urls import check_uri
-from tracking_tasks.validation import check_tags
 
-__all__ = ["AzureMLWorkspace", "TrackingConfig"]
+__all__ = ["ENV_VARS", "AzureMLWorkspace", "TrackingConfig"]
 
-_ENV_FIELDS = {
+#: The MLflow environment variable each field falls back to when neither argument nor
+#: config sets it.
+ENV_VARS = {
     "tracking_uri": "MLFLOW_TRACKING_URI",
     "registry_uri": "MLFLOW_REGISTRY_URI",
     "experiment_name": "MLFLOW_EXPERIMENT_NAME",
@@ -182,7 +184,7 @@ class TrackingConfig(BaseModel):
             'ner'
         """
         values: dict[str, Any] = {
-            field: os.environ[var] for field, var in _ENV_FIELDS.items() if os.environ.get(var)
+            field: os.environ[var] for field, var in ENV_VARS.items() if os.environ.get(var)
         }
         values.update(overrides)
         return cls(**values)

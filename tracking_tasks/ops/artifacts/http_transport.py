@@ -1,4 +1,8 @@
-"""How artifact bytes move: straight HTTP to ``mlflow server --serve-artifacts``, else MLflow's repo."""
+"""Straight HTTP to ``mlflow server --serve-artifacts``: one urllib3 pool, set up as MLflow's.
+
+Over 400 lines on purpose: the pool, its TLS and proxy set-up, the failure classes
+and the transport that uses them are one piece; split, each part would need the others.
+"""
 
 from __future__ import annotations
 
@@ -7,138 +11,43 @@ import functools
 import hashlib
 import json
 import os
-import posixpath
 import queue
-import shutil
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from tracking_tasks.clients import error_code, get_client
-from tracking_tasks.exceptions import (
+from tracking_tasks.errors import (
     ArtifactError,
     ArtifactNotFoundError,
     RunNotFoundError,
     TransientArtifactError,
     UnsafeArtifactPathError,
 )
+from tracking_tasks.ops.artifacts.transport import (
+    CHUNK_BYTES,
+    TRANSIENT_STATUS,
+    ProgressFn,
+    RemoteFile,
+    RepoTransport,
+    Transport,
+    is_transient,
+    join,
+    repo_artifact_uri,
+    safe_relpath,
+)
 from tracking_tasks.urls import is_http_uri, redact_uri
 
 if TYPE_CHECKING:
     import urllib3
 
-CHUNK_BYTES = 1024 * 1024
+__all__ = ["HttpTransport", "open_transport"]
+
 # Bodies up to this size go out in the same write as the headers: a file object body is
 # written after them, and the server's delayed ACK then costs ~40 ms per small file.
 SMALL_FILE_BYTES = 1024 * 1024
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
-
-ProgressFn = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One stored file: its path relative to the listed folder and its size."""
-
-    path: str
-    size: int | None
-
-
-class Transport(Protocol):
-    """Moves files between this machine and one run's artifact root."""
-
-    description: str
-
-    def put(self, local: Path, remote: str, progress: ProgressFn | None = None) -> str:
-        """Store ``local`` at ``remote`` (under the run's artifact root); return the
-        sha256 of the bytes sent."""
-
-    def list(self, remote_dir: str) -> list[RemoteFile]:
-        """Every file under ``remote_dir``, recursively; paths relative to it."""
-
-    def get(self, remote: str, local: Path) -> str:
-        """Write ``remote`` to ``local``; return the sha256 of what was written."""
-
-    def close(self) -> None:
-        """Release the transport's connections."""
-
-
-def safe_relpath(name: str, what: str = "artifact name") -> str:
-    """Return ``name`` as a clean relative POSIX path, or refuse it.
-
-    Raises:
-        UnsafeArtifactPathError: empty, absolute, a drive letter, a backslash, or a
-            ``..`` component.
-    """
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise UnsafeArtifactPathError(f"{what} {name!r} is empty or not a string")
-    if "\\" in name:
-        raise UnsafeArtifactPathError(
-            f"{what} {name!r} contains a backslash; artifact names use '/' only"
-        )
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArtifactPathError(
-            f"{what} {name!r} is absolute and would land outside the destination folder"
-        )
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise UnsafeArtifactPathError(
-            f"{what} {name!r} has a '..' component (or names no file) and would land "
-            "outside the destination folder"
-        )
-    return "/".join(parts)
-
-
-def join(*parts: str | None) -> str:
-    """Join artifact path parts, skipping empty ones."""
-    return posixpath.join(*[p for p in parts if p]) if any(parts) else ""
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB chunks (memory does not grow with the file)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for faults that may pass: connection refused/reset, timeouts, HTTP 408/429/5xx."""
-    import requests
-    import urllib3
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, TransientArtifactError):
-            return True
-        if isinstance(current, ArtifactError):
-            return False
-        if isinstance(
-            current,
-            requests.ConnectionError
-            | requests.Timeout
-            | requests.exceptions.ChunkedEncodingError
-            | urllib3.exceptions.ProtocolError
-            | urllib3.exceptions.TimeoutError
-            | urllib3.exceptions.NewConnectionError
-            | ConnectionError
-            | TimeoutError,
-        ):
-            return True
-        response = getattr(current, "response", None)
-        status = getattr(response, "status_code", None)
-        if isinstance(status, int) and status in TRANSIENT_STATUS:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 class _FileBody:
@@ -253,7 +162,7 @@ class _Origin:
             select_proxy,
         )
 
-        from tracking_tasks import __version__
+        from tracking_tasks._version import __version__
 
         parts = urlsplit(url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
@@ -519,68 +428,6 @@ class HttpTransport:
         self.http.close()
 
 
-class RepoTransport:
-    """Any other artifact store (local folder, S3, ...) through MLflow's ArtifactRepository."""
-
-    def __init__(self, artifact_uri: str, tracking_uri: str) -> None:
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        self.repo = get_artifact_repository(artifact_uri, tracking_uri=tracking_uri)
-        self.description = redact_uri(artifact_uri)
-
-    def _translate(self, exc: Exception, what: str) -> ArtifactError:
-        if is_transient(exc):
-            return TransientArtifactError(f"{what}: {exc}")
-        if error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
-            return ArtifactNotFoundError(f"{what}: {exc}")
-        return ArtifactError(f"{what}: {exc}")
-
-    def put(self, local: Path, remote: str, progress: ProgressFn | None = None) -> str:
-        head, tail = posixpath.split(remote)
-        try:
-            if local.name == tail:
-                self.repo.log_artifact(str(local), head or None)  # type: ignore[no-untyped-call]
-            else:
-                with tempfile.TemporaryDirectory(prefix="tt-put-") as tmp:
-                    named = Path(tmp) / tail
-                    os.symlink(local.resolve(), named)
-                    self.repo.log_artifact(str(named), head or None)  # type: ignore[no-untyped-call]
-        except Exception as exc:
-            raise self._translate(exc, f"upload of {remote!r} to {self.description}") from exc
-        if progress is not None:
-            progress(local.stat().st_size)
-        return sha256_file(local)
-
-    def list(self, remote_dir: str) -> list[RemoteFile]:
-        result: list[RemoteFile] = []
-        pending = [remote_dir]
-        try:
-            while pending:
-                for info in self.repo.list_artifacts(pending.pop() or None):
-                    if info.is_dir:
-                        pending.append(info.path)
-                    else:
-                        relative = posixpath.relpath(info.path, remote_dir or ".")
-                        result.append(RemoteFile(relative, info.file_size))
-        except Exception as exc:
-            raise self._translate(exc, f"listing of {remote_dir!r} in {self.description}") from exc
-        return sorted(result, key=lambda f: f.path)
-
-    def get(self, remote: str, local: Path) -> str:
-        with tempfile.TemporaryDirectory(prefix="tt-get-", dir=local.parent) as tmp:
-            try:
-                fetched = self.repo.download_artifacts(remote, dst_path=tmp)  # type: ignore[no-untyped-call]
-            except Exception as exc:
-                raise self._translate(
-                    exc, f"download of {remote!r} from {self.description}"
-                ) from exc
-            shutil.move(fetched, local)
-        return sha256_file(local)
-
-    def close(self) -> None:
-        """Nothing to release: MLflow's repository keeps its own sessions."""
-
-
 def _get_run_artifact_uri(origin: _Origin, run_id: str, tracking_uri: str) -> str:
     """The run's artifact URI: one ``runs/get`` request, sent once (no MLflow retries)."""
     what = f"lookup of MLflow run {run_id} on {redact_uri(tracking_uri)}"
@@ -604,19 +451,6 @@ def _get_run_artifact_uri(origin: _Origin, run_id: str, tracking_uri: str) -> st
         raise ArtifactError(f"{what}: the answer holds no artifact_uri") from exc
 
 
-def _get_repo_artifact_uri(run_id: str, tracking_uri: str, registry_uri: str | None) -> str:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(get_client(tracking_uri, registry_uri).get_run(run_id).info.artifact_uri)
-    except MlflowException as exc:
-        if error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
-            raise RunNotFoundError(
-                f"MLflow run {run_id} does not exist on {redact_uri(tracking_uri)}"
-            ) from exc
-        raise ArtifactError(f"could not read MLflow run {run_id}: {exc.message}") from exc
-
-
 def open_transport(
     run_id: str,
     tracking_uri: str,
@@ -634,9 +468,7 @@ def open_transport(
         TransientArtifactError: the server could not be reached.
     """
     if not is_http_uri(tracking_uri):
-        return RepoTransport(
-            _get_repo_artifact_uri(run_id, tracking_uri, registry_uri), tracking_uri
-        )
+        return RepoTransport(repo_artifact_uri(run_id, tracking_uri, registry_uri), tracking_uri)
     from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
     origin = _Origin(tracking_uri, tracking_uri, timeout, pool_size)

@@ -1,13 +1,37 @@
-"""What the current Prefect run is, read from Prefect's context (None outside a run)."""
+"""What the current Prefect run is (read from Prefect's context), and where log lines go.
+
+The plain layer logs to the standard ``tracking_tasks`` logger; importing the Prefect
+layer attaches :class:`RunLogForwarder` to it, so those lines land in the Prefect run's
+logs inside a flow or task run (and in Prefect's console logger outside one).
+"""
 
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging import get_logger, get_run_logger
+
+from tracking_tasks.tags import (
+    DEPLOYMENT_ID_TAG,
+    FLOW_NAME_TAG,
+    FLOW_RUN_NAME_TAG,
+    FLOW_RUN_TAG,
+    TASK_RUN_TAG,
+)
+
+__all__ = [
+    "PrefectRunInfo",
+    "RunLogForwarder",
+    "current_run_info",
+    "deployment_name",
+    "in_run",
+    "run_logger",
+]
 
 
 @dataclass(frozen=True)
@@ -27,17 +51,25 @@ class PrefectRunInfo:
     def tags(self) -> dict[str, str]:
         """MLflow tags naming this Prefect run (absent values left out)."""
         pairs = {
-            "prefect.flow_run_id": self.flow_run_id,
-            "prefect.flow_run_name": self.flow_run_name,
-            "prefect.flow_name": self.flow_name,
-            "prefect.deployment_id": self.deployment_id,
-            "prefect.task_run_id": self.task_run_id,
+            FLOW_RUN_TAG: self.flow_run_id,
+            FLOW_RUN_NAME_TAG: self.flow_run_name,
+            FLOW_NAME_TAG: self.flow_name,
+            DEPLOYMENT_ID_TAG: self.deployment_id,
+            TASK_RUN_TAG: self.task_run_id,
         }
         return {key: value for key, value in pairs.items() if value}
 
 
 def current_run_info() -> PrefectRunInfo:
-    """Read the current flow run and task run from Prefect's context variables."""
+    """Read the current flow run and task run from Prefect's context variables.
+
+    Returns:
+        A ``PrefectRunInfo``; every field None outside a run.
+
+    Example:
+        >>> current_run_info().flow_run_id is None  # outside a flow run
+        True
+    """
     flow_ctx = FlowRunContext.get()
     task_ctx = TaskRunContext.get()
     flow_run = flow_ctx.flow_run if flow_ctx else None
@@ -83,10 +115,71 @@ def _deployment_id(flow_run: Any) -> str | None:
 
 @functools.lru_cache(maxsize=256)
 def deployment_name(deployment_id: str | None) -> str | None:
-    """Look up a deployment's name (one API call per deployment and process)."""
+    """Look up a deployment's name (one API call per deployment and process).
+
+    Args:
+        deployment_id: The deployment id, or None.
+
+    Returns:
+        Its name, or None.
+
+    Example:
+        >>> deployment_name(None) is None
+        True
+    """
     if not deployment_id:
         return None
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         return client.read_deployment(uuid.UUID(deployment_id)).name
+
+
+def in_run() -> bool:
+    """Tell whether the caller is inside a Prefect flow run or task run.
+
+    Returns:
+        True inside a run.
+
+    Example:
+        >>> in_run()
+        False
+    """
+    return TaskRunContext.get() is not None or FlowRunContext.get() is not None
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
+    """Prefect's run logger inside a run, else Prefect's ``prefect.tracking_tasks`` logger.
+
+    Returns:
+        A logger.
+
+    Example:
+        >>> run_logger().name
+        'prefect.tracking_tasks'
+    """
+    return get_run_logger() if in_run() else get_logger("tracking_tasks")
+
+
+class RunLogForwarder(logging.Handler):
+    """Hands the plain layer's log records to :func:`run_logger`.
+
+    Attached once to the ``tracking_tasks`` logger when this module is imported; that
+    logger stops propagating, so each line is shown once, by Prefect.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        target = run_logger()
+        if target.isEnabledFor(record.levelno):
+            target.log(record.levelno, record.getMessage(), exc_info=record.exc_info)
+
+
+def _forward_plain_logs() -> None:
+    plain = logging.getLogger("tracking_tasks")
+    if not any(isinstance(h, RunLogForwarder) for h in plain.handlers):
+        plain.addHandler(RunLogForwarder())
+        plain.setLevel(logging.DEBUG)  # the run logger's own level decides
+        plain.propagate = False
+
+
+_forward_plain_logs()

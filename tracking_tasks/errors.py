@@ -1,0 +1,317 @@
+"""The exception tree, and the one place MLflow's errors become ours.
+
+Every error raised through the public API derives from ``TrackingTasksError`` (or is a
+pydantic ``ValidationError`` for a model's fields)::
+
+    TrackingTasksError
+    ├── InvalidArgumentError (ValueError)  an argument the call cannot use: what to pass
+    │   ├── TrackingConfigError            bad configuration: field, value and the fix
+    │   │   └── CredentialInURIError       a password or token inside a tracking URI
+    │   ├── InvalidLogDataError            a param, metric or tag MLflow would refuse
+    │   ├── InvalidSearchError             a malformed filter, order_by, status or limit
+    │   └── UnsafeArtifactPathError        a name that would land outside its folder
+    ├── MissingExtraError (ImportError)    a feature needs an extra that is not installed
+    ├── ConfigHashError (TypeError)        a value config_hash() cannot represent
+    ├── AzureWorkspaceError                the Azure ML workspace cannot be read
+    │   └── AzureAuthenticationError       Azure refused the credential (no secret shown)
+    ├── TrackingServerError                MLflow refused or failed a request, or is unreachable
+    │   ├── ExperimentSetupError           the experiment cannot be found, made or restored
+    │   ├── RunCreationError               MLflow refused to create or reopen a run
+    │   ├── RunEndError                    runs could not be ended (hooks, end_mlflow_run)
+    │   ├── ModelRegistryError             the model registry refused a model version
+    │   └── RunSearchError                 a run search the tracking server refused or missed
+    ├── NotFoundError (LookupError)        something named does not exist on the server
+    │   ├── RunNotFoundError               a run id the tracking server does not know
+    │   ├── ExperimentNotFoundError        an experiment to search that does not exist
+    │   └── ArtifactNotFoundError          nothing stored at that artifact path
+    ├── ArtifactError                      an artifact upload or download did not complete
+    │   ├── TransientArtifactError         network fault, timeout, HTTP 408/429/5xx: retried
+    │   ├── ArtifactVerificationError      what landed differs from the manifest
+    │   └── LocalArtifactPathError (FileNotFoundError)  the local file or folder is missing
+    └── StageError                         a stage tracker could not use what the stage did
+        ├── StageOutputError (TypeError)   a stage function returned something unusable
+        └── SweepFailedError               no trial of a sweep reported its metric
+
+``ArtifactNotFoundError`` and ``UnsafeArtifactPathError`` are also ``ArtifactError``, so
+``except ArtifactError`` catches every artifact failure; ``InvalidSearchError`` and
+``ExperimentNotFoundError`` are also ``RunSearchError``. Only ``TransientArtifactError``
+is retried by the artifact tasks; every other error fails the task run at once.
+
+Foreign exceptions are translated here and nowhere else: :func:`mlflow_errors` wraps a
+block of MLflow client calls and re-raises ``MlflowException`` and connection errors as
+the tree's classes, ``from`` the original so the cause stays visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactNotFoundError",
+    "ArtifactVerificationError",
+    "AzureAuthenticationError",
+    "AzureWorkspaceError",
+    "ConfigHashError",
+    "CredentialInURIError",
+    "ExperimentNotFoundError",
+    "ExperimentSetupError",
+    "InvalidArgumentError",
+    "InvalidLogDataError",
+    "InvalidSearchError",
+    "LocalArtifactPathError",
+    "MissingExtraError",
+    "ModelRegistryError",
+    "NotFoundError",
+    "RunCreationError",
+    "RunEndError",
+    "RunNotFoundError",
+    "RunSearchError",
+    "StageError",
+    "StageOutputError",
+    "SweepFailedError",
+    "TrackingConfigError",
+    "TrackingServerError",
+    "TrackingTasksError",
+    "TransientArtifactError",
+    "UnsafeArtifactPathError",
+    "error_code",
+    "mlflow_errors",
+]
+
+
+class TrackingTasksError(Exception):
+    """Base class of every error tracking_tasks raises on purpose."""
+
+
+class InvalidArgumentError(TrackingTasksError, ValueError):
+    """Raised when an argument cannot be used; the message says what to pass instead.
+
+    Raised before anything is written.
+    """
+
+
+class TrackingConfigError(InvalidArgumentError):
+    """Raised when tracking configuration is invalid; the message names the fix."""
+
+
+class CredentialInURIError(TrackingConfigError):
+    """Raised when a tracking or registry URI carries a password or token.
+
+    Secrets in URIs end up in logs, tags and Prefect results; MLflow reads
+    credentials from its own environment variables instead.
+    """
+
+
+class InvalidLogDataError(InvalidArgumentError):
+    """Raised when params, metrics or tags would be refused by MLflow.
+
+    Raised before anything is sent, so a batch is never half written.
+    """
+
+
+class MissingExtraError(TrackingTasksError, ImportError):
+    """Raised when a feature needs an optional extra that is not installed.
+
+    The message names the extra and the command that installs it, e.g.
+    ``pip install 'tracking-tasks[azure]'``.
+    """
+
+
+class ConfigHashError(TrackingTasksError, TypeError):
+    """Raised when a value cannot be hashed canonically (a lambda, a socket, ...)."""
+
+
+class AzureWorkspaceError(TrackingTasksError):
+    """Raised when an Azure ML workspace cannot be read (unknown, unreachable, refused)."""
+
+
+class AzureAuthenticationError(AzureWorkspaceError):
+    """Raised when Azure refuses the credential, or no credential can be had.
+
+    The message names the workspace and what to check; it never shows a token.
+    """
+
+
+class TrackingServerError(TrackingTasksError):
+    """Raised when the tracking server refuses or fails a request, or cannot be reached.
+
+    The message names the server (credentials redacted) and what was being done.
+    """
+
+
+class ExperimentSetupError(TrackingServerError):
+    """Raised when the MLflow experiment cannot be found, created or restored."""
+
+
+class RunCreationError(TrackingServerError):
+    """Raised when an MLflow run cannot be created or found again."""
+
+
+class RunEndError(TrackingServerError):
+    """Raised when MLflow runs could not be ended; the message lists each failure."""
+
+
+class ModelRegistryError(TrackingServerError):
+    """Raised when the model registry refuses to register a model version."""
+
+
+class RunSearchError(TrackingServerError):
+    """Raised when a run search fails on the tracking server (refused or unreachable)."""
+
+
+class InvalidSearchError(RunSearchError, InvalidArgumentError):
+    """Raised when a filter string, order_by clause, status or limit is malformed.
+
+    Raised before any request is sent, with MLflow's own parser's verdict in the message.
+    """
+
+
+class NotFoundError(TrackingTasksError, LookupError):
+    """Raised when something named (a run, an experiment, an artifact) does not exist."""
+
+
+class RunNotFoundError(NotFoundError):
+    """Raised when a run id is unknown to the tracking server."""
+
+
+class ExperimentNotFoundError(RunSearchError, NotFoundError):
+    """Raised when an experiment to search does not exist (or is deleted) on the server.
+
+    Raised before any run is searched; the message names the experiment and the server.
+    """
+
+
+class ArtifactError(TrackingTasksError):
+    """Raised when an artifact upload or download fails for a reason that is not transient.
+
+    Also the base of every artifact error, so ``except ArtifactError`` catches them all.
+    """
+
+
+class TransientArtifactError(ArtifactError):
+    """Raised when a transfer failed on a fault that may pass: a refused or reset
+    connection, a timeout, HTTP 408, 429 or 5xx.
+
+    The artifact tasks retry on this error only; a retry sends just what is missing.
+    """
+
+
+class ArtifactNotFoundError(ArtifactError, NotFoundError):
+    """Raised when nothing is stored at the artifact path asked for."""
+
+
+class ArtifactVerificationError(ArtifactError):
+    """Raised when stored or downloaded artifacts differ from their manifest.
+
+    The message lists the files missing, extra, or with another size or sha256.
+    """
+
+
+class UnsafeArtifactPathError(ArtifactError, InvalidArgumentError):
+    """Raised when an artifact name would land outside its folder.
+
+    An absolute path, a ``..`` component, a backslash, or an archive member that is a
+    link or a device; checked for every name before anything is written.
+    """
+
+
+class LocalArtifactPathError(ArtifactError, FileNotFoundError):
+    """Raised when the local file or folder to upload does not exist or is unreadable."""
+
+
+class StageError(TrackingTasksError):
+    """Raised when a stage tracker cannot use what its stage function did."""
+
+
+class StageOutputError(StageError, TypeError):
+    """Raised when a stage function returns a value the tracker cannot record.
+
+    The message names the stage, the type returned and the types accepted.
+    """
+
+
+class SweepFailedError(StageError):
+    """Raised when no trial of a sweep reported the metric it is ranked by."""
+
+
+def error_code(exc: BaseException) -> str | None:
+    """Return MLflow's error code of an exception (``RESOURCE_DOES_NOT_EXIST``...), if any.
+
+    Args:
+        exc: Any exception.
+
+    Returns:
+        The ``error_code`` attribute MLflow sets on its exceptions, or None.
+
+    Example:
+        >>> error_code(ValueError("x")) is None
+        True
+    """
+    return getattr(exc, "error_code", None)
+
+
+def _detail(exc: BaseException) -> str:
+    message = getattr(exc, "message", None)
+    return " ".join(str(message if message is not None else exc).split())
+
+
+@contextlib.contextmanager
+def mlflow_errors(
+    action: str,
+    *,
+    default: type[TrackingTasksError] = TrackingServerError,
+    not_found: type[TrackingTasksError] | None = None,
+    invalid: type[TrackingTasksError] | None = None,
+    fix: str = "",
+) -> Iterator[None]:
+    """Translate MLflow's errors raised in the block into the exception tree.
+
+    ``MlflowException`` with code ``RESOURCE_DOES_NOT_EXIST`` becomes ``not_found``,
+    ``INVALID_PARAMETER_VALUE`` becomes ``invalid`` (when given), anything else and
+    connection errors become ``default``. Errors of the tree pass through unchanged.
+    The message starts with ``action`` (say which server: redact it first).
+
+    Args:
+        action: What was being done, e.g. ``"creating run 'train' on http://host:5000"``.
+        default: The class for any other failure.
+        not_found: The class for ``RESOURCE_DOES_NOT_EXIST`` (default: ``default``).
+        invalid: The class for ``INVALID_PARAMETER_VALUE`` (default: ``default``).
+        fix: What to do about it, appended to the message.
+
+    Yields:
+        Nothing; wrap the MLflow calls.
+
+    Raises:
+        TrackingTasksError: the translated error, ``from`` the original.
+
+    Example:
+        >>> try:
+        ...     with mlflow_errors("reading run abc", not_found=RunNotFoundError):
+        ...         raise ConnectionRefusedError("refused")
+        ... except TrackingServerError as exc:
+        ...     print(exc)
+        reading run abc: could not reach the tracking server (refused). Check that it is running and that the tracking URI is right.
+    """
+    try:
+        yield
+    except TrackingTasksError:
+        raise
+    except OSError as exc:  # requests' ConnectionError and timeouts are OSErrors too
+        raise default(
+            f"{action}: could not reach the tracking server ({_detail(exc)}). Check that it "
+            "is running and that the tracking URI is right."
+        ) from exc
+    except Exception as exc:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(exc, MlflowException):
+            raise
+        code = error_code(exc)
+        chosen = default
+        if code == "RESOURCE_DOES_NOT_EXIST" and not_found is not None:
+            chosen = not_found
+        elif code == "INVALID_PARAMETER_VALUE" and invalid is not None:
+            chosen = invalid
+        raise chosen(f"{action}: {_detail(exc)}" + (f". {fix}" if fix else "")) from exc

@@ -1,0 +1,127 @@
+"""Every tag key the library writes or reads, and the run-naming rule.
+
+A tag key is spelled here once; every module that writes or filters on a tag imports
+it from here. Keys fall in four families:
+
+- the stage tag ``stage`` (what the seed's filters ``tags.stage='hpo'`` expect), set by
+  every stage tracker and read by ``find_run_by_config_hash(..., stage=...)``;
+- ``tracking_tasks.*``: the library's own bookkeeping (config hash, run identity,
+  lineage, a sweep's best trial);
+- ``prefect.*``: the Prefect flow run, flow, deployment and task run a run was opened
+  under, and the Prefect state that ended it;
+- MLflow's own ``mlflow.parentRunId``, which nests a run under its parent in the UI.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BEST_RUN_TAG",
+    "BEST_TRIAL_TAG",
+    "CONFIG_HASH_TAG",
+    "DEPLOYMENT_ID_TAG",
+    "DEPLOYMENT_NAME_TAG",
+    "FINAL_STATE_TAG",
+    "FLOW_NAME_TAG",
+    "FLOW_RUN_NAME_TAG",
+    "FLOW_RUN_TAG",
+    "IDENTITY_TAG",
+    "LINEAGE_TAG_PREFIX",
+    "MACHINE_TAG_PREFIX",
+    "PARENT_RUN_TAG",
+    "STAGES",
+    "STAGE_TAG",
+    "TASK_RUN_TAG",
+    "TRIAL_INDEX_TAG",
+    "lineage_tag",
+    "stage_run_name",
+    "trial_run_name",
+]
+
+#: The stage a run belongs to: ``sweep``, ``sweep-trial``, ``training``, ``benchmark``,
+#: ``conversion`` (or any stage name a user gives).
+STAGE_TAG = "stage"
+#: The stage names the trackers write.
+STAGES = ("sweep", "sweep-trial", "training", "benchmark", "conversion")
+
+#: ``config_hash`` of the config a run was created for (64 hex digits).
+CONFIG_HASH_TAG = "tracking_tasks.config_hash"
+#: A run's identity inside its flow run; a retry finds its run again by it.
+IDENTITY_TAG = "tracking_tasks.run_identity"
+#: ``tracking_tasks.lineage.<role>``: the run a stage came from (sweep, trial, model...).
+LINEAGE_TAG_PREFIX = "tracking_tasks.lineage."
+#: On a sweep's run: the run id of its best trial.
+BEST_RUN_TAG = "tracking_tasks.best_run_id"
+#: On a sweep's run: the index of its best trial.
+BEST_TRIAL_TAG = "tracking_tasks.best_trial"
+#: On a trial's run: its index in the sweep.
+TRIAL_INDEX_TAG = "tracking_tasks.trial_index"
+#: ``machine.*``: where a benchmark ran (python, platform, cpu_count, processor).
+MACHINE_TAG_PREFIX = "machine."
+
+#: The Prefect flow run a run was opened under (a UUID).
+FLOW_RUN_TAG = "prefect.flow_run_id"
+#: The Prefect flow run's name.
+FLOW_RUN_NAME_TAG = "prefect.flow_run_name"
+#: The Prefect flow's name.
+FLOW_NAME_TAG = "prefect.flow_name"
+#: The Prefect deployment of the top-level flow run, when there is one.
+DEPLOYMENT_ID_TAG = "prefect.deployment_id"
+#: That deployment's name.
+DEPLOYMENT_NAME_TAG = "prefect.deployment_name"
+#: The Prefect task run that opened the run.
+TASK_RUN_TAG = "prefect.task_run_id"
+#: The Prefect state that ended the run (``Completed``, ``Failed``, ``Crashed``...).
+FINAL_STATE_TAG = "prefect.final_state"
+
+#: MLflow's own parent tag: the UI nests a run under this run id.
+PARENT_RUN_TAG = "mlflow.parentRunId"
+
+
+def lineage_tag(role: str) -> str:
+    """Return the tag key that names the run a stage came from in ``role``.
+
+    Args:
+        role: ``sweep``, ``trial``, ``model``, ``source``...
+
+    Returns:
+        ``tracking_tasks.lineage.<role>``.
+
+    Example:
+        >>> lineage_tag("sweep")
+        'tracking_tasks.lineage.sweep'
+    """
+    return f"{LINEAGE_TAG_PREFIX}{role}"
+
+
+def stage_run_name(stage: str, name: str | None = None) -> str:
+    """Return the run name a stage tracker gives its run: ``name``, else the stage.
+
+    Args:
+        stage: The stage (``training``, ``benchmark``...).
+        name: A name the caller chose, if any.
+
+    Returns:
+        The run name.
+
+    Example:
+        >>> stage_run_name("training"), stage_run_name("training", "bert-base")
+        ('training', 'bert-base')
+    """
+    return name if name else stage
+
+
+def trial_run_name(index: int, prefix: str = "trial") -> str:
+    """Return the run name of a sweep's trial: ``<prefix>-<index>``.
+
+    Args:
+        index: The trial's number (Optuna's ``trial.number``, or its list position).
+        prefix: The name's prefix.
+
+    Returns:
+        The run name, e.g. ``trial-3``.
+
+    Example:
+        >>> trial_run_name(3)
+        'trial-3'
+    """
+    return f"{prefix}-{index}"
