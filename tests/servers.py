@@ -229,3 +229,39 @@ def start_azure_standin(root: Path, token: str, workspaces: dict[str, str]) -> A
     return AzureStandin(
         url=f"https://127.0.0.1:{port}", ca_bundle=cert, token=token, proc=proc, log_path=log_path
     )
+
+
+@dataclass
+class PrefectServer:
+    """A `prefect server start` process: its API URL and the environment that uses it."""
+
+    api: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        stop_process_group(self.proc)
+
+
+def start_prefect_server(home: Path, timeout: float = 180) -> PrefectServer:
+    """Start `prefect server start` on loopback with its own PREFECT_HOME; wait for health.
+
+    ``env`` is this process's environment without PREFECT_*/MLFLOW_* settings, plus the
+    server's home and ``PREFECT_API_URL``: pass it to processes that should use it.
+    """
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    log = (home / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_http_ok(f"{api}/health", timeout, proc)
+    except Exception:
+        stop_process_group(proc)
+        raise
+    return PrefectServer(api=api, env={**env, "PREFECT_API_URL": api}, proc=proc)

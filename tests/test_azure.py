@@ -100,8 +100,9 @@ def test_azure_feature_without_the_extra_names_the_extra(tmp_path: Path) -> None
         import sys
         sys.modules["azure"] = None
         sys.modules["azureml"] = None
-        from tracking_tasks import (AzureMLWorkspace, MissingExtraError,
-                                    get_azure_tracking_uri, setup_mlflow)
+        from tracking_tasks import AzureMLWorkspace, setup_mlflow
+        from tracking_tasks.azure_ml import get_azure_tracking_uri
+        from tracking_tasks.errors import MissingExtraError
         ws = AzureMLWorkspace(subscription_id="s", resource_group="rg", workspace_name="ws")
         for call in (lambda: setup_mlflow.fn(experiment_name="x", azure_workspace=ws),
                      lambda: get_azure_tracking_uri(ws)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.helpers import experiment_runs
-from tests.servers import MlflowServer, free_port, stop_process_group, wait_http_ok
+from tests.servers import MlflowServer, start_prefect_server, stop_process_group
 from tracking_tasks import TrackingConfig
 
 
@@ -34,22 +33,11 @@ def _api(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A real `prefect server start` on loopback, with its own PREFECT_HOME."""
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
+    server = start_prefect_server(tmp_path_factory.mktemp("prefect-server-home"))
     try:
-        wait_http_ok(f"{api}/health", 180, proc)
-        yield {**env, "PREFECT_API_URL": api}
+        yield server.env
     finally:
-        stop_process_group(proc)
+        server.stop()
 
 
 def _prefect(env: dict[str, str], repo: Path, *args: str) -> str:

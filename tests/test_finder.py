@@ -14,8 +14,6 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from prefect import flow
-from tracking_tasks.tasks.cache import LookupCachePolicy
-from tracking_tasks.tasks.finders import DEFAULT_CACHE_EXPIRATION
 
 from tests.servers import MlflowServer, free_port
 from tracking_tasks import (
@@ -33,6 +31,8 @@ from tracking_tasks import (
     setup_mlflow,
 )
 from tracking_tasks.errors import ExperimentNotFoundError, InvalidSearchError, RunNotFoundError
+from tracking_tasks.tasks.cache import LookupCachePolicy
+from tracking_tasks.tasks.finders import DEFAULT_CACHE_EXPIRATION
 
 N_TRIALS = 240
 T0 = 1_700_000_000_000  # start times are explicit, so the expected order is known

@@ -123,7 +123,9 @@ def test_environment_is_written_in_one_place() -> None:
 
 def test_every_tag_key_is_spelled_in_tags_py() -> None:
     """No tag key literal outside tracking_tasks/tags.py (docstrings aside)."""
-    key = re.compile(r"^(tracking_tasks\.[a-z_]+\.?|prefect\.[a-z_]+|mlflow\.parentRunId|machine\.)$")
+    key = re.compile(
+        r"^(tracking_tasks\.[a-z_]+\.?|prefect\.[a-z_]+|mlflow\.parentRunId|machine\.)$"
+    )
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         if path.name == "tags.py":

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from tracking_tasks.config.models import ENV_VARS, AzureMLWorkspace, TrackingConfig
 from tracking_tasks.errors import TrackingConfigError
-from tracking_tasks.urls import DEFAULT_TRACKING_URI, absolute_local_uri, redact_uri
+from tracking_tasks.urls import DEFAULT_TRACKING_URI, absolute_local_uri, check_uri, redact_uri
 
 __all__ = [
     "DEFAULT_EXPERIMENT_NAME",
@@ -217,6 +217,12 @@ def _resolve_fields(
             values[field], sources[field] = os.environ[ENV_VARS[field]], f"${ENV_VARS[field]}"
         elif field in defaults:
             values[field], sources[field] = defaults[field], "the embedded default"
+    for field in ("tracking_uri", "registry_uri"):
+        if isinstance(values.get(field), str):
+            try:
+                check_uri(values[field], field)
+            except TrackingConfigError as exc:  # keep the class (CredentialInURIError...)
+                raise type(exc)(f"{exc} (from {sources[field]})") from None
     try:
         resolved = TrackingConfig(**values)
     except ValidationError as exc:

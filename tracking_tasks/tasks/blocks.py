@@ -26,7 +26,7 @@ class MlflowCredentials(Block):
     environment variables (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` or
     ``MLFLOW_TRACKING_TOKEN``), so they never reach a log line, a tag, a param, a URL or
     a Prefect result. Register the block type with
-    ``prefect block register -m tracking_tasks.blocks``.
+    ``prefect block register -m tracking_tasks.tasks.blocks``.
 
     Args:
         tracking_uri: The MLflow server these credentials are for (no password in it).

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypedDict
 
 from tracking_tasks.errors import RunEndError
@@ -66,9 +68,10 @@ def end_open_runs(
 ) -> list[str]:
     """End every still-RUNNING MLflow run opened under ``flow_run_id``; return their ids.
 
-    Runs this process opened are checked by id (one request each); experiments where
-    another process opened runs (per the flow run's labels), and ``extra``, are searched
-    by the ``prefect.flow_run_id`` tag. Runs already ended are left as they are.
+    Runs this process opened are checked by id and ended while the flow run's labels
+    are read; then experiments where another process opened runs (per the labels), and
+    ``extra``, are searched by the ``prefect.flow_run_id`` tag. Runs already ended are
+    left as they are.
 
     Args:
         flow_run_id: The Prefect flow run.
@@ -89,15 +92,22 @@ def end_open_runs(
         ['800cabaf0fee4093b26abc644953ed53']
     """
     locations, known_runs = registry.forget(flow_run_id)
-    errors: list[str] = []
-    to_search: set[RunLocation] = set(extra)
-    try:
-        for location, processes in _labelled_locations(flow_run_id).items():
-            if processes - {registry.process_token}:
-                to_search.add(location)
-    except Exception as exc:
-        errors.append(f"reading the labels of Prefect flow run {flow_run_id}: {exc}")
-        to_search |= locations  # cannot tell who else tracked: search what we know
+    with ThreadPoolExecutor(1, "tt-labels") as pool:
+        # the labels are read while this process's own runs are ended
+        labels = pool.submit(contextvars.copy_context().run, _labelled_locations, flow_run_id)
+        ended, errors = end_runs(
+            [(run_id, location, False) for run_id, location in known_runs.items()],
+            status,
+            state_name,
+        )
+        to_search: set[RunLocation] = set(extra)
+        try:
+            for location, processes in labels.result().items():
+                if processes - {registry.process_token}:
+                    to_search.add(location)
+        except Exception as exc:
+            errors.append(f"reading the labels of Prefect flow run {flow_run_id}: {exc}")
+            to_search |= locations  # cannot tell who else tracked: search what we know
 
     found: dict[str, RunLocation] = {}
     for location in sorted(to_search, key=str):
@@ -108,11 +118,10 @@ def end_open_runs(
             errors.append(
                 f"{redact_uri(location.tracking_uri)} experiment {location.experiment_id}: {exc}"
             )
-    candidates = [(run_id, location, True) for run_id, location in found.items()]
-    candidates += [
-        (run_id, location, False) for run_id, location in known_runs.items() if run_id not in found
-    ]
-    ended, failures = end_runs(candidates, status, state_name)
+    more, failures = end_runs(
+        [(run_id, location, True) for run_id, location in found.items()], status, state_name
+    )
+    ended += more
     errors += failures
     if errors:
         raise RunEndError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -110,40 +111,31 @@ def parse_location_labels(labels: dict[str, object]) -> dict[RunLocation, set[st
 
 
 class BackgroundWriter:
-    """Runs Prefect API writes on one daemon thread, each with its own client.
+    """Runs Prefect API writes on one daemon thread, each with a client of its own.
 
-    A write gets a fresh sync client made under the Prefect settings that were in force
-    where it was submitted (the same API), never the flow run's own client, which may
-    be closed by the time the write runs. A write that fails is logged and dropped:
-    what it records is a courtesy (a label, a link artifact), never the only copy of
-    anything. At interpreter exit what is still queued gets up to
+    A write runs in a copy of the context it was submitted from (the same Prefect
+    settings, so the same API) with the writer's own sync client for that API, never
+    the flow run's, which may be closed by the time the write runs. A write that fails
+    is logged and dropped: what it records is a courtesy (a label, a link artifact),
+    never the only copy of anything. When the interpreter shuts down (before its
+    ``atexit`` handlers, while Prefect can still send) what is still queued gets up to
     ``EXIT_FLUSH_SECONDS`` to go out.
     """
 
     EXIT_FLUSH_SECONDS = 5.0
 
     def __init__(self) -> None:
-        # (settings, write); settings None marks a flush, which needs no client
-        self._queue: queue.Queue[tuple[dict[str, Any] | None, Write]] = queue.Queue()
+        # (context, write); a None context marks a flush, which needs no client
+        self._queue: queue.Queue[tuple[contextvars.Context | None, Write]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._exit_hook = False
+        self._clients: dict[str, Any] = {}  # API URL -> open sync client (writer thread only)
 
     def submit(self, write: Write) -> None:
         """Queue ``write(client)``; it runs later on the writer thread."""
-        from prefect.context import SettingsContext
-
-        settings = SettingsContext.get()
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._work, name="tracking-tasks-writer", daemon=True
-                )
-                self._thread.start()
-                if not self._exit_hook:
-                    atexit.register(self.flush, self.EXIT_FLUSH_SECONDS)
-                    self._exit_hook = True
-        self._queue.put((settings.serialize() if settings is not None else {}, write))
+        self._ensure_thread()
+        self._queue.put((contextvars.copy_context(), write))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued write has run; return False on timeout."""
@@ -153,26 +145,50 @@ class BackgroundWriter:
         self._queue.put((None, lambda client: done.set()))
         return done.wait(timeout)
 
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._work, name="tracking-tasks-writer", daemon=True
+                )
+                self._thread.start()
+                if not self._exit_hook:
+                    # concurrent.futures' hook: runs before threads are joined and before
+                    # atexit, so a flushed write may still emit Prefect's events
+                    register = getattr(threading, "_register_atexit", atexit.register)
+                    register(self.flush, self.EXIT_FLUSH_SECONDS)
+                    self._exit_hook = True
+
     def _work(self) -> None:
         while True:
-            settings, write = self._queue.get()
+            context, write = self._queue.get()
             try:
-                self._run(settings, write)
+                if context is None:
+                    write(None)
+                else:
+                    context.run(self._run, write)
             except Exception as exc:
                 log.warning("a background Prefect API write failed: %s", exc)
 
-    @staticmethod
-    def _run(settings: dict[str, Any] | None, write: Write) -> None:
+    def _run(self, write: Write) -> None:
         from prefect.client.orchestration import get_client
-        from prefect.context import SettingsContext
+        from prefect.settings import get_current_settings
 
-        if settings is None:
-            write(None)
-            return
-        with contextlib.ExitStack() as stack:
-            if settings:
-                stack.enter_context(SettingsContext(**settings))
-            write(stack.enter_context(get_client(sync_client=True)))
+        api = str(get_current_settings().api.url)
+        client = self._clients.get(api)
+        if client is None:
+            # httpx_settings={} differs from the run context's client's settings, so
+            # get_client makes a client of the writer's own instead of the flow run's
+            client = get_client(sync_client=True, httpx_settings={})
+            client.__enter__()
+            self._clients[api] = client
+        try:
+            write(client)
+        except Exception:
+            self._clients.pop(api, None)  # a broken connection: a new client next time
+            with contextlib.suppress(Exception):
+                client.__exit__(None, None, None)
+            raise
 
 
 @dataclass
