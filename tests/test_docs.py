@@ -123,6 +123,21 @@ def test_getting_started_has_a_quick_start() -> None:
     assert any(b.executed and "config_hash" in b.source for b in blocks)
 
 
+#: Guides that are prose and figures only (their numbers come from `make bench`).
+GUIDES_WITHOUT_CODE = frozenset({"docs/guides/performance.md"})
+
+
+def test_every_guide_runs_an_example() -> None:
+    """A guide shows each capability at work: at least one of its examples is executed."""
+    guides = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (DOCS_DIR / "guides").glob("*.md"))
+    without = [
+        guide
+        for guide in guides
+        if guide not in GUIDES_WITHOUT_CODE and not any(b.executed for b in PAGES.get(guide, []))
+    ]
+    assert guides and not without, f"guides with no executed example: {without}"
+
+
 @pytest.mark.parametrize("page", sorted(PAGES))
 def test_docs_examples_run(
     page: str,
