@@ -245,3 +245,31 @@ def test_conversion_uploads_measures_and_registers(
     assert Path(got).read_bytes() == converted.read_bytes()
     (version,) = client.search_model_versions(f"name = '{name}'")
     assert version.version == result.model_version and version.run_id == result.run.run_id
+
+
+def test_a_trackers_run_is_found_by_its_config_and_stage(tracking_config: TrackingConfig) -> None:
+    """The trackers tag `stage` and the config hash; the finder filters on both."""
+    from tracking_tasks import find_run_by_config_hash
+
+    config = {"lr": 0.05, "epochs": 3}
+    model = object()
+
+    def train(stage: StageContext) -> StageOutput:
+        return StageOutput(metrics={"f1": 0.8}, value=model)
+
+    @flow(**mlflow_state_hooks())
+    def pipeline() -> tuple[Any, Any, Any, Any]:
+        ctx = setup_mlflow(tracking_config)
+        result = track_training(train, config, ctx)
+        found = find_run_by_config_hash(config, ctx, stage="training")
+        as_benchmark = find_run_by_config_hash(config, ctx, stage="benchmark")
+        fresh = find_run_by_config_hash.with_options(refresh_cache=True)
+        return result, found, as_benchmark, fresh(config, ctx, stage="training", status=None)
+
+    result, found, as_benchmark, any_status = pipeline()
+    assert result.value is model  # handed back next to the metrics, never logged
+    assert found is not None and found.run_id == result.run.run_id
+    assert found.tags["stage"] == "training" and found.status == "FINISHED"
+    assert as_benchmark is None
+    assert any_status is not None and any_status.run_id == result.run.run_id
+    assert _by_name(tracking_config)["training"].data.params == {"lr": "0.05", "epochs": "3"}
