@@ -26,7 +26,7 @@ from tracking_tasks import (
 )
 from tracking_tasks import errors as e
 from tracking_tasks.azure_ml import get_azure_tracking_uri
-from tracking_tasks.ops import runs, search
+from tracking_tasks.ops import lifecycle, runs, search
 from tracking_tasks.ops.artifacts import download, upload
 from tracking_tasks.ops.batching import log_metrics, log_params
 from tracking_tasks.ops.setup import setup_mlflow
@@ -96,9 +96,9 @@ def _cases(
         ("metric to a missing run", lambda: log_metrics(_missing_run(ctx), {"f1": 1.0}),
          e.RunNotFoundError, MISSING),
         ("changed param", lambda: _change_param(run), e.InvalidLogDataError, "cannot change"),
-        ("bad status", lambda: runs.end_mlflow_run(run, "DONE"),  # type: ignore[arg-type]
+        ("bad status", lambda: lifecycle.end_mlflow_run(run, "DONE"),  # type: ignore[arg-type]
          e.InvalidArgumentError, "FINISHED, FAILED, KILLED"),
-        ("end a missing run", lambda: runs.end_mlflow_run(_missing_run(ctx)),
+        ("end a missing run", lambda: lifecycle.end_mlflow_run(_missing_run(ctx)),
          e.RunNotFoundError, MISSING),
         ("upload a missing folder", lambda: upload.upload_artifacts(run, tmp / "none"),
          e.LocalArtifactPathError, "does not exist"),

@@ -192,3 +192,20 @@ def test_the_public_card_is_short_and_documented() -> None:
         assert doc.strip(), f"tracking_tasks.{name} has no docstring"
         if callable(obj) and not isinstance(obj, type):
             assert "Example" in doc and ("Returns" in doc or "Args" in doc), name
+
+
+def test_every_module_has_a_page_in_the_api_reference() -> None:
+    directives = set()
+    for page in (REPO / "docs" / "reference").rglob("*.md"):
+        directives |= set(re.findall(r"^::: ([\w.]+)", page.read_text(), flags=re.M))
+    # a package's page covers the submodules whose names it re-exports
+    missing = sorted(
+        module
+        for module, _ in _modules()
+        if not module.rsplit(".", 1)[-1].startswith("_")
+        and not any(
+            module == d or (d != "tracking_tasks" and module.startswith(f"{d}."))
+            for d in directives
+        )
+    )
+    assert missing == []

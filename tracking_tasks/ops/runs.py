@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from tracking_tasks.errors import (
     InvalidArgumentError,
     RunCreationError,
-    RunEndError,
     RunNotFoundError,
     TrackingConfigError,
-    TrackingServerError,
     mlflow_errors,
 )
 from tracking_tasks.handles import RunRef, TrackingContext
@@ -23,7 +20,7 @@ from tracking_tasks.ops.batching import now_ms
 from tracking_tasks.ops.client import get_client
 from tracking_tasks.ops.filters import tag_equals
 from tracking_tasks.ops.validation import check_tags
-from tracking_tasks.tags import CONFIG_HASH_TAG, FINAL_STATE_TAG, IDENTITY_TAG, PARENT_RUN_TAG
+from tracking_tasks.tags import CONFIG_HASH_TAG, IDENTITY_TAG, PARENT_RUN_TAG
 from tracking_tasks.urls import redact_uri
 
 if TYPE_CHECKING:
@@ -35,8 +32,6 @@ __all__ = [
     "RunPlan",
     "RunStatus",
     "create_mlflow_run",
-    "end_mlflow_run",
-    "end_runs",
     "get_run_info",
     "open_run",
     "plan_run",
@@ -44,6 +39,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The statuses of an ended run.
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"FINISHED", "FAILED", "KILLED"})
 
@@ -326,121 +322,3 @@ def get_run_info(run: RunRef) -> RunInfo:
         not_found=RunNotFoundError,
     ):
         return get_client(run.tracking_uri, run.registry_uri).get_run(run.run_id).info
-
-
-def end_mlflow_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
-    """End an MLflow run with ``status``, unless it has already ended.
-
-    Args:
-        run: The run handle from ``create_mlflow_run``.
-        status: ``FINISHED`` (default), ``FAILED`` or ``KILLED``.
-
-    Returns:
-        The run's status afterwards: ``status``, or the status it already had.
-
-    Raises:
-        InvalidArgumentError: ``status`` is not one of FINISHED, FAILED, KILLED.
-        RunNotFoundError: the run does not exist on its tracking server.
-        RunEndError: the server refused to end the run, or could not be reached.
-
-    Example:
-        >>> end_mlflow_run(run, "FINISHED")  # doctest: +SKIP
-        'FINISHED'
-    """
-    if status not in TERMINAL_STATUSES:
-        raise InvalidArgumentError(
-            f"status {status!r} is not one of FINISHED, FAILED, KILLED: pass one of them"
-        )
-    current = get_run_info(run).status
-    if current in TERMINAL_STATUSES:
-        log.info("MLflow run %s already %s; left as is", run.run_id, current)
-        return str(current)
-    with mlflow_errors(
-        f"could not end MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",
-        default=RunEndError,
-        not_found=RunNotFoundError,
-    ):
-        get_client(run.tracking_uri, run.registry_uri).set_terminated(run.run_id, status=status)
-    return status
-
-
-@dataclass(frozen=True)
-class RunLocation:
-    """Where a run lives: its tracking server, registry and experiment."""
-
-    tracking_uri: str
-    registry_uri: str | None
-    experiment_id: str
-
-
-def end_runs(
-    runs: Iterable[tuple[str, RunLocation, bool]],
-    status: RunStatus,
-    final_state: str,
-    *,
-    max_workers: int = 8,
-) -> tuple[list[str], list[str]]:
-    """End runs still RUNNING as ``status``, tagging the state that ended them.
-
-    A run already ended is never overwritten. Every run is tried; failures are
-    collected, not raised, so one unreachable server does not leave the others open.
-    The requests go out concurrently: the status checks first, then each run's tag and
-    end together, so ending one run or twenty costs about two round trips.
-
-    Args:
-        runs: ``(run id, location, known_running)``; ``known_running`` skips the status
-            check for a run a search has just found RUNNING.
-        status: ``FINISHED``, ``FAILED`` or ``KILLED``.
-        final_state: The name of what ended them, tagged as ``prefect.final_state``.
-        max_workers: Requests in flight at once.
-
-    Returns:
-        ``(ended run ids, error messages)``.
-
-    Example:
-        >>> end_runs([], "FINISHED", "Completed")
-        ([], [])
-    """
-    items = list(runs)
-    if not items:
-        return [], []
-    errors: list[str] = []
-
-    def attempt(run_id: str, where: RunLocation, method: str, *args: Any, **kwargs: Any) -> Any:
-        client = get_client(where.tracking_uri, where.registry_uri)
-        with mlflow_errors(
-            f"run {run_id} on {redact_uri(where.tracking_uri)}", default=TrackingServerError
-        ):
-            return getattr(client, method)(run_id, *args, **kwargs)
-
-    def outcome(future: Future[Any]) -> tuple[bool, Any]:
-        try:
-            return True, future.result()
-        except TrackingServerError as exc:
-            errors.append(str(exc))
-            return False, None
-
-    with ThreadPoolExecutor(min(max_workers, 2 * len(items)), "tt-end-runs") as pool:
-        checks = {
-            run_id: pool.submit(attempt, run_id, where, "get_run")
-            for run_id, where, known_running in items
-            if not known_running
-        }
-
-        def still_running(run_id: str) -> bool:  # a run ended already is never overwritten
-            if run_id not in checks:
-                return True
-            ok, run = outcome(checks[run_id])
-            return ok and run.info.status == "RUNNING"
-
-        to_end = [(run_id, where) for run_id, where, _ in items if still_running(run_id)]
-        writes = [
-            (
-                run_id,
-                pool.submit(attempt, run_id, where, "set_tag", FINAL_STATE_TAG, final_state),
-                pool.submit(attempt, run_id, where, "set_terminated", status=status),
-            )
-            for run_id, where in to_end
-        ]
-        ended = [run_id for run_id, tag, end in writes if all([outcome(tag)[0], outcome(end)[0]])]
-    return ended, errors

@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tracking_tasks.handles import RunRef, TrackingContext
-from tracking_tasks.ops import batching
+from tracking_tasks.ops import batching, lifecycle
 from tracking_tasks.ops import runs as plain
 from tracking_tasks.tags import DEPLOYMENT_NAME_TAG
 from tracking_tasks.tasks.registry import RUN_REGISTRY, Write
@@ -134,4 +134,4 @@ create_mlflow_run = task(name="create_mlflow_run", cache_policy=NO_CACHE)(open_m
 log_params = task(name="log_params", cache_policy=NO_CACHE)(batching.log_params)
 log_metrics = task(name="log_metrics", cache_policy=NO_CACHE)(batching.log_metrics)
 set_tags = task(name="set_tags", cache_policy=NO_CACHE)(batching.set_tags)
-end_mlflow_run = task(name="end_mlflow_run", cache_policy=NO_CACHE)(plain.end_mlflow_run)
+end_mlflow_run = task(name="end_mlflow_run", cache_policy=NO_CACHE)(lifecycle.end_mlflow_run)

@@ -18,7 +18,7 @@ from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops.batching import RunLogger
 from tracking_tasks.ops.filters import and_, tag_equals
-from tracking_tasks.ops.runs import end_mlflow_run as end_run
+from tracking_tasks.ops.lifecycle import end_mlflow_run as end_run
 from tracking_tasks.ops.search import find_mlflow_runs
 from tracking_tasks.tags import (
     BEST_RUN_TAG,
