@@ -59,7 +59,8 @@ def worker(mode: str, uri: str, run_id: str, experiment_id: str, src: str, dest:
     """One upload in this process; print seconds and peak RSS growth as JSON."""
     from mlflow import MlflowClient
 
-    from tracking_tasks import RunRef, upload_artifacts
+    from tracking_tasks import RunRef
+    from tracking_tasks.ops.artifacts.upload import upload_artifacts
 
     client = MlflowClient(uri)
     run = RunRef(run_id=run_id, experiment_id=experiment_id, run_name="bench", tracking_uri=uri)
@@ -72,7 +73,7 @@ def worker(mode: str, uri: str, run_id: str, experiment_id: str, src: str, dest:
     cpu_before = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
     if mode == "lib":
-        upload_artifacts.fn(run, src, dest)
+        upload_artifacts(run, src, dest)
     elif Path(src).is_dir():
         client.log_artifacts(run_id, src, dest)
     else:
@@ -269,7 +270,8 @@ def main() -> None:
     from mlflow import MlflowClient
 
     from tests.servers import start_mlflow_server, stop_process_group
-    from tracking_tasks import RunRef, upload_artifacts
+    from tracking_tasks import RunRef
+    from tracking_tasks.ops.artifacts.upload import upload_artifacts
 
     work = Path(tempfile.mkdtemp(prefix="tt-bench-artifacts-"))
     (work / "server").mkdir()
@@ -307,7 +309,7 @@ def main() -> None:
                     run_name="bench",
                     tracking_uri=url,
                 )
-                upload_artifacts.fn(ref, warm, f"warm-lib-{label}")
+                upload_artifacts(ref, warm, f"warm-lib-{label}")
                 MlflowClient(url).log_artifacts(run.info.run_id, str(warm), f"warm-raw-{label}")
                 # the large file is one request, which a round trip does not change,
                 # while relaying 1 GB would cost the shared cores the relay's CPU

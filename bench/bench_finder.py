@@ -98,6 +98,7 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from tracking_tasks import find_best_run, find_mlflow_runs
+    from tracking_tasks.ops import search
 
     root = Path(tempfile.mkdtemp(prefix="bench-finder-"))
     started = time.perf_counter()
@@ -120,7 +121,7 @@ def main() -> None:
                     return count
 
         def finder() -> int:
-            return len(find_mlflow_runs.fn(EXPERIMENT, tracking_uri=url))
+            return len(search.find_mlflow_runs(EXPERIMENT, tracking_uri=url))
 
         assert raw() == finder() == args.runs  # warm both paths, and check they agree
         full = interleaved({"raw_search_runs": raw, "find_mlflow_runs": finder}, args.reps)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common import REPO, Measure, Pair, report, timed
 
-from tests.servers import start_mlflow_server
+from tests.servers import start_mlflow_server, start_prefect_server
 
 
 def bench_metrics(url: str, reps: int, points: int, per_point: int) -> list[Pair]:
@@ -80,7 +80,9 @@ def bench_metrics(url: str, reps: int, points: int, per_point: int) -> list[Pair
     ]  # fmt: skip
 
 
-def bench_training_flow(url: str, reps: int) -> list[Pair]:
+def bench_training_flow(
+    url: str, reps: int, api: str, heartbeats: tuple[int | None, ...] = (None, 180)
+) -> list[Pair]:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
     from prefect import flow, task
@@ -96,7 +98,7 @@ def bench_training_flow(url: str, reps: int) -> list[Pair]:
     )
 
     steps, per_step = 100, 10
-    cfg = TrackingConfig(experiment_name="bench-training", tracking_uri=url)
+    cfg = TrackingConfig(experiment_name=f"bench-training-{api.split()[0]}", tracking_uri=url)
 
     @task
     def train_tracked(run: RunRef) -> None:
@@ -114,8 +116,9 @@ def bench_training_flow(url: str, reps: int) -> list[Pair]:
     @task
     def raw_setup() -> str:
         client = MlflowClient(url)
-        exp = client.get_experiment_by_name("bench-training-raw")
-        return exp.experiment_id if exp else client.create_experiment("bench-training-raw")
+        name = f"bench-training-raw-{api.split()[0]}"
+        exp = client.get_experiment_by_name(name)
+        return exp.experiment_id if exp else client.create_experiment(name)
 
     @task
     def raw_create(exp_id: str) -> str:
@@ -158,7 +161,8 @@ def bench_training_flow(url: str, reps: int) -> list[Pair]:
     # Prefect's flow heartbeat thread sleeps in 1 s steps and is joined at the end of the
     # flow run, which rounds every flow run's wall time up to about a whole second. With
     # heartbeats off the figures show the work itself; with them on, what a user sees.
-    for heartbeat, label in ((None, "heartbeat off"), (180, "Prefect defaults")):
+    for heartbeat in heartbeats:
+        label = f"{api}, " + ("heartbeat off" if heartbeat is None else "Prefect defaults")
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat}):
             lib_samples, raw_samples = [], []
             for _ in range(reps):  # interleaved, so drift hits both alike
@@ -203,11 +207,12 @@ def bench_import(reps: int) -> list[Pair]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--per-point", type=int, default=200, help="points for raw log_metric")
     args = parser.parse_args()
 
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     pairs: list[Pair] = []
@@ -222,8 +227,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tt-bench-") as tmp:
         server = start_mlflow_server(Path(tmp))
         try:
+            # the embedded default: Prefect's temporary server, as a first flow starts it
             with prefect_test_harness(server_startup_timeout=120):
-                pairs += bench_training_flow(server.url, args.reps)
+                pairs += bench_training_flow(server.url, args.reps, "temporary server")
+            # a `prefect server start` process, as deployments use
+            home = Path(tmp) / "prefect-home"
+            home.mkdir()
+            prefect = start_prefect_server(home)
+            try:
+                with temporary_settings({PREFECT_API_URL: prefect.api}):
+                    pairs += bench_training_flow(server.url, args.reps, "prefect server", (180,))
+            finally:
+                prefect.stop()
         finally:
             server.stop()
     report("tracking-tasks foundation vs raw MLflow", pairs, "foundation.json")
