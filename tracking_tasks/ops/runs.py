@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,7 +13,6 @@ from tracking_tasks.errors import (
     RunEndError,
     RunNotFoundError,
     TrackingConfigError,
-    TrackingServerError,
     mlflow_errors,
 )
 from tracking_tasks.handles import RunRef, TrackingContext
@@ -22,8 +20,9 @@ from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops.batching import now_ms
 from tracking_tasks.ops.client import get_client
 from tracking_tasks.ops.filters import tag_equals
+from tracking_tasks.ops.parents import check_parent_location, check_parent_run
 from tracking_tasks.ops.validation import check_tags
-from tracking_tasks.tags import CONFIG_HASH_TAG, FINAL_STATE_TAG, IDENTITY_TAG, PARENT_RUN_TAG
+from tracking_tasks.tags import CONFIG_HASH_TAG, IDENTITY_TAG, PARENT_RUN_TAG
 from tracking_tasks.urls import redact_uri
 
 if TYPE_CHECKING:
@@ -36,7 +35,6 @@ __all__ = [
     "RunStatus",
     "create_mlflow_run",
     "end_mlflow_run",
-    "end_runs",
     "get_run_info",
     "open_run",
     "plan_run",
@@ -117,6 +115,7 @@ def plan_run(
 
     Raises:
         TrackingConfigError: ``context`` is not a ``TrackingContext``.
+        InvalidParentRunError: the parent ``RunRef`` is on another server or experiment.
         InvalidLogDataError: a tag is invalid.
         ConfigHashError: ``config`` cannot be hashed.
 
@@ -139,6 +138,8 @@ def plan_run(
         raise InvalidArgumentError(
             f"parent_run_id must be a run id or a RunRef, not {type(parent).__name__}"
         )
+    if isinstance(parent_run_id, RunRef):
+        check_parent_location(parent_run_id, context)
     identity: str | None = None
     if scope_id is not None or idempotency_key is not None:
         identity = config_hash(
@@ -171,7 +172,9 @@ def plan_run(
 def _find_by_identity(context: TrackingContext, identity: str) -> RunInfo | None:
     from mlflow.entities import ViewType
 
-    runs = get_client(context.tracking_uri, context.registry_uri).search_runs(
+    runs = get_client(
+        context.tracking_uri, context.registry_uri, credentials=context.credentials
+    ).search_runs(
         [context.experiment_id],
         filter_string=tag_equals(IDENTITY_TAG, identity),
         run_view_type=ViewType.ACTIVE_ONLY,
@@ -195,6 +198,8 @@ def open_run(plan: RunPlan, *, known_run_id: str | None = None, search: bool = F
         An ``OpenedRun``.
 
     Raises:
+        InvalidParentRunError: the plan's parent does not exist, is deleted, or is in
+            another experiment (checked before a new run is created).
         RunCreationError: MLflow refused to create, find or reopen the run.
 
     Example:
@@ -208,7 +213,7 @@ def open_run(plan: RunPlan, *, known_run_id: str | None = None, search: bool = F
         (True, 'RUNNING')
     """
     context = plan.context
-    client = get_client(context.tracking_uri, context.registry_uri)
+    client = get_client(context.tracking_uri, context.registry_uri, credentials=context.credentials)
     with mlflow_errors(
         f"could not create MLflow run {plan.run_name!r} in experiment {context.experiment_id} "
         f"on {redact_uri(context.tracking_uri)}",
@@ -220,6 +225,8 @@ def open_run(plan: RunPlan, *, known_run_id: str | None = None, search: bool = F
                 existing = client.get_run(known_run_id).info
             elif search:
                 existing = _find_by_identity(context, plan.identity)
+        if existing is None and plan.parent_run_id is not None:
+            check_parent_run(context, plan.parent_run_id)
         if existing is not None:
             if existing.status in TERMINAL_STATUSES:
                 client.update_run(existing.run_id, status="RUNNING")
@@ -247,6 +254,7 @@ def open_run(plan: RunPlan, *, known_run_id: str | None = None, search: bool = F
         registry_uri=context.registry_uri,
         parent_run_id=plan.parent_run_id,
         config_hash=plan.config_hash,
+        credentials=context.credentials,
     )
     if existing is None:
         log.info(
@@ -287,6 +295,8 @@ def create_mlflow_run(
     Raises:
         InvalidLogDataError: a tag is invalid (checked before anything is written).
         ConfigHashError: ``config`` cannot be hashed.
+        InvalidParentRunError: the parent run does not exist, is deleted, or lives in
+            another experiment or on another server (checked before the run is created).
         RunCreationError: MLflow refused to create or reopen the run.
 
     Example:
@@ -325,7 +335,8 @@ def get_run_info(run: RunRef) -> RunInfo:
         f"could not read MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",
         not_found=RunNotFoundError,
     ):
-        return get_client(run.tracking_uri, run.registry_uri).get_run(run.run_id).info
+        client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
+        return client.get_run(run.run_id).info
 
 
 def end_mlflow_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
@@ -360,87 +371,6 @@ def end_mlflow_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
         default=RunEndError,
         not_found=RunNotFoundError,
     ):
-        get_client(run.tracking_uri, run.registry_uri).set_terminated(run.run_id, status=status)
+        client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
+        client.set_terminated(run.run_id, status=status)
     return status
-
-
-@dataclass(frozen=True)
-class RunLocation:
-    """Where a run lives: its tracking server, registry and experiment."""
-
-    tracking_uri: str
-    registry_uri: str | None
-    experiment_id: str
-
-
-def end_runs(
-    runs: Iterable[tuple[str, RunLocation, bool]],
-    status: RunStatus,
-    final_state: str,
-    *,
-    max_workers: int = 8,
-) -> tuple[list[str], list[str]]:
-    """End runs still RUNNING as ``status``, tagging the state that ended them.
-
-    A run already ended is never overwritten. Every run is tried; failures are
-    collected, not raised, so one unreachable server does not leave the others open.
-    The requests go out concurrently: the status checks first, then each run's tag and
-    end together, so ending one run or twenty costs about two round trips.
-
-    Args:
-        runs: ``(run id, location, known_running)``; ``known_running`` skips the status
-            check for a run a search has just found RUNNING.
-        status: ``FINISHED``, ``FAILED`` or ``KILLED``.
-        final_state: The name of what ended them, tagged as ``prefect.final_state``.
-        max_workers: Requests in flight at once.
-
-    Returns:
-        ``(ended run ids, error messages)``.
-
-    Example:
-        >>> end_runs([], "FINISHED", "Completed")
-        ([], [])
-    """
-    items = list(runs)
-    if not items:
-        return [], []
-    errors: list[str] = []
-
-    def attempt(run_id: str, where: RunLocation, method: str, *args: Any, **kwargs: Any) -> Any:
-        client = get_client(where.tracking_uri, where.registry_uri)
-        with mlflow_errors(
-            f"run {run_id} on {redact_uri(where.tracking_uri)}", default=TrackingServerError
-        ):
-            return getattr(client, method)(run_id, *args, **kwargs)
-
-    def outcome(future: Future[Any]) -> tuple[bool, Any]:
-        try:
-            return True, future.result()
-        except TrackingServerError as exc:
-            errors.append(str(exc))
-            return False, None
-
-    with ThreadPoolExecutor(min(max_workers, 2 * len(items)), "tt-end-runs") as pool:
-        checks = {
-            run_id: pool.submit(attempt, run_id, where, "get_run")
-            for run_id, where, known_running in items
-            if not known_running
-        }
-
-        def still_running(run_id: str) -> bool:  # a run ended already is never overwritten
-            if run_id not in checks:
-                return True
-            ok, run = outcome(checks[run_id])
-            return ok and run.info.status == "RUNNING"
-
-        to_end = [(run_id, where) for run_id, where, _ in items if still_running(run_id)]
-        writes = [
-            (
-                run_id,
-                pool.submit(attempt, run_id, where, "set_tag", FINAL_STATE_TAG, final_state),
-                pool.submit(attempt, run_id, where, "set_terminated", status=status),
-            )
-            for run_id, where in to_end
-        ]
-        ended = [run_id for run_id, tag, end in writes if all([outcome(tag)[0], outcome(end)[0]])]
-    return ended, errors

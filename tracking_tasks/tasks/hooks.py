@@ -10,8 +10,9 @@ from typing import Any, TypedDict
 
 from tracking_tasks.errors import RunEndError
 from tracking_tasks.handles import TrackingContext
+from tracking_tasks.ops.ending import RunLocation, end_runs
 from tracking_tasks.ops.query import Scope
-from tracking_tasks.ops.runs import RunLocation, RunStatus, end_runs
+from tracking_tasks.ops.runs import RunStatus
 from tracking_tasks.ops.search import open_run_ids
 from tracking_tasks.tasks.registry import (
     RUN_REGISTRY,

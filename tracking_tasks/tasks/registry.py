@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracking_tasks.handles import RunRef, TrackingContext
-from tracking_tasks.ops.runs import RunLocation
+from tracking_tasks.ops.ending import RunLocation
 
 __all__ = ["LOCATION_LABEL_PREFIX", "RUN_REGISTRY", "BackgroundWriter", "RunRegistry"]
 

@@ -1,0 +1,98 @@
+"""Ending many runs at once, concurrently, never overwriting one already ended."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from tracking_tasks.errors import TrackingServerError, mlflow_errors
+from tracking_tasks.ops.client import get_client
+from tracking_tasks.ops.runs import RunStatus
+from tracking_tasks.tags import FINAL_STATE_TAG
+from tracking_tasks.urls import redact_uri
+
+__all__ = ["RunLocation", "end_runs"]
+
+
+@dataclass(frozen=True)
+class RunLocation:
+    """Where a run lives: its tracking server, registry and experiment."""
+
+    tracking_uri: str
+    registry_uri: str | None
+    experiment_id: str
+
+
+def end_runs(
+    runs: Iterable[tuple[str, RunLocation, bool]],
+    status: RunStatus,
+    final_state: str,
+    *,
+    max_workers: int = 8,
+) -> tuple[list[str], list[str]]:
+    """End runs still RUNNING as ``status``, tagging the state that ended them.
+
+    A run already ended is never overwritten. Every run is tried; failures are
+    collected, not raised, so one unreachable server does not leave the others open.
+    The requests go out concurrently: the status checks first, then each run's tag and
+    end together, so ending one run or twenty costs about two round trips.
+
+    Args:
+        runs: ``(run id, location, known_running)``; ``known_running`` skips the status
+            check for a run a search has just found RUNNING.
+        status: ``FINISHED``, ``FAILED`` or ``KILLED``.
+        final_state: The name of what ended them, tagged as ``prefect.final_state``.
+        max_workers: Requests in flight at once.
+
+    Returns:
+        ``(ended run ids, error messages)``.
+
+    Example:
+        >>> end_runs([], "FINISHED", "Completed")
+        ([], [])
+    """
+    items = list(runs)
+    if not items:
+        return [], []
+    errors: list[str] = []
+
+    def attempt(run_id: str, where: RunLocation, method: str, *args: Any, **kwargs: Any) -> Any:
+        client = get_client(where.tracking_uri, where.registry_uri)
+        with mlflow_errors(
+            f"run {run_id} on {redact_uri(where.tracking_uri)}", default=TrackingServerError
+        ):
+            return getattr(client, method)(run_id, *args, **kwargs)
+
+    def outcome(future: Future[Any]) -> tuple[bool, Any]:
+        try:
+            return True, future.result()
+        except TrackingServerError as exc:
+            errors.append(str(exc))
+            return False, None
+
+    with ThreadPoolExecutor(min(max_workers, 2 * len(items)), "tt-end-runs") as pool:
+        checks = {
+            run_id: pool.submit(attempt, run_id, where, "get_run")
+            for run_id, where, known_running in items
+            if not known_running
+        }
+
+        def still_running(run_id: str) -> bool:  # a run ended already is never overwritten
+            if run_id not in checks:
+                return True
+            ok, run = outcome(checks[run_id])
+            return ok and run.info.status == "RUNNING"
+
+        to_end = [(run_id, where) for run_id, where, _ in items if still_running(run_id)]
+        writes = [
+            (
+                run_id,
+                pool.submit(attempt, run_id, where, "set_tag", FINAL_STATE_TAG, final_state),
+                pool.submit(attempt, run_id, where, "set_terminated", status=status),
+            )
+            for run_id, where in to_end
+        ]
+        ended = [run_id for run_id, tag, end in writes if all([outcome(tag)[0], outcome(end)[0]])]
+    return ended, errors
