@@ -279,7 +279,12 @@ def _network_fault(exc: BaseException) -> str:
         )
     if any(
         marker in lowered
-        for marker in ("name or service not known", "nodename nor servname", "name resolution")
+        for marker in (
+            "name or service not known",
+            "nodename nor servname",
+            "name resolution",
+            "failed to resolve",
+        )
     ):
         return (
             f"the server's host name does not resolve ({detail}). Check the host in the "

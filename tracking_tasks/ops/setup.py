@@ -33,7 +33,7 @@ _answered_lock = threading.Lock()
 _answered: set[Origin] = set()
 
 
-def check_reachable(tracking_uri: str) -> bool:
+def check_reachable(tracking_uri: str, action: str | None = None) -> bool:
     """Fail fast when an HTTP(S) tracking server cannot be reached at all.
 
     The first time this process sets up a server, one ``HEAD`` request goes to the
@@ -47,6 +47,7 @@ def check_reachable(tracking_uri: str) -> bool:
 
     Args:
         tracking_uri: The resolved tracking URI.
+        action: What the probe is for, to start the error message with.
 
     Returns:
         True when a probe was sent, False when none was needed (not HTTP, or answered before).
@@ -70,7 +71,7 @@ def check_reachable(tracking_uri: str) -> bool:
     creds = get_default_host_creds(tracking_uri)  # type: ignore[no-untyped-call]
     scoped = authorization_for(tracking_uri)  # the server's own credential, if it has one
     with mlflow_errors(
-        f"could not reach the tracking server at {redact_uri(tracking_uri)}",
+        action or f"first contact with the tracking server at {redact_uri(tracking_uri)}",
         default=ExperimentSetupError,
     ):
         try:
@@ -189,7 +190,11 @@ def setup_mlflow(
         )
     assert location.tracking_uri is not None and location.experiment_name is not None
     reference = _scope(credentials, location.tracking_uri)
-    check_reachable(location.tracking_uri)
+    check_reachable(
+        location.tracking_uri,
+        f"could not set up experiment {location.experiment_name!r} on "
+        f"{redact_uri(location.tracking_uri)}",
+    )
     experiment_id = ensure_experiment(
         location.tracking_uri,
         location.experiment_name,
