@@ -1,6 +1,7 @@
 """The one place the library changes this process's environment (``os.environ``).
 
-Three things, all done by ``setup_mlflow`` and nothing else:
+Three things, done by ``setup_mlflow`` (the first also wherever a credential is scoped:
+a handle's reference loaded in another process, the command line's ``--credentials``):
 
 - :func:`activate_scoped_auth`: ``MLFLOW_TRACKING_AUTH`` names the library's request-auth
   plugin, which adds credentials to requests for their own server only (no secret is
@@ -11,8 +12,8 @@ Three things, all done by ``setup_mlflow`` and nothing else:
 - :func:`neutralise_injected_env`: injected ``MLFLOW_RUN_ID`` / ``MLFLOW_EXPERIMENT_*`` /
   ``MLFLOW_TRACKING_URI`` values that contradict the context are removed.
 
-The library's own calls never depend on any of it: they pass the tracking URI and run
-id explicitly.
+The library's own calls pass the tracking URI and run id explicitly; of all this, they
+depend only on the plugin's name, which is how MLflow's client finds the credentials.
 """
 
 from __future__ import annotations
