@@ -276,6 +276,30 @@ def test_each_server_gets_only_its_own_credentials_in_two_processes(
     )
 
 
+def test_mlflow_environment_variables_keep_working_beside_a_block(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch, fluent_reset: None
+) -> None:
+    """MLflow's own variables (for A) work as MLflow documents; B's block wins for B."""
+    a, b, _ = scene.servers
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", a.username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", a.password)
+    scene.reset()
+    on_a = setup_mlflow.fn(experiment_name="env-creds", tracking_uri=scene.a.url)
+    assert on_a.credentials is None  # nothing to carry: the environment is the process's
+    on_b = setup_mlflow.fn(
+        experiment_name="env-creds", credentials=MlflowCredentials.load(scene.block_b)
+    )
+    create_mlflow_run.fn(on_a, "env")
+    create_mlflow_run.fn(on_b, "block")
+    header_a, header_b = scene.expected()
+    assert set(scene.a.authorization()) == {header_a}
+    assert set(scene.b.authorization()) == {header_b}  # not A's, though MLflow added it first
+    for ref_ctx in (on_a, on_b):
+        client = MlflowClient(ref_ctx.tracking_uri)
+        for run in client.search_runs([ref_ctx.experiment_id]):
+            client.set_terminated(run.info.run_id)
+
+
 @pytest.fixture
 def token_gate(
     mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch

@@ -84,15 +84,21 @@ class TokenProvider:
     def _fetch(self) -> tuple[str, float]:
         provider = self._resolve()
         now = time.time()
-        if hasattr(provider, "get_token"):
-            answer = provider.get_token(self.scope or "https://ml.azure.com/.default")
-        elif callable(provider):
-            answer = provider()
-        else:
+        if not (hasattr(provider, "get_token") or callable(provider)):
             raise TrackingConfigError(
                 f"token_provider is a {type(provider).__name__}: give a callable or a "
                 "TokenCredential"
             )
+        try:
+            if hasattr(provider, "get_token"):
+                answer = provider.get_token(self.scope or "https://ml.azure.com/.default")
+            else:
+                answer = provider()
+        except Exception as exc:  # an Azure login that expired, a token service down...
+            raise TrackingConfigError(
+                f"{self.description} could not give a token ({type(exc).__name__}): check "
+                "the provider's own login or configuration"
+            ) from exc
         expires: float | None = None
         if isinstance(answer, tuple):
             token, expires = answer[0], float(answer[1])
