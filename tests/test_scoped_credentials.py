@@ -40,7 +40,7 @@ from tracking_tasks import (
     setup_mlflow,
     upload_artifacts,
 )
-from tracking_tasks.ops.credentials import ServerCredentials
+from tracking_tasks.ops.credentials import ServerCredentials, clear_scoped_credentials
 from tracking_tasks.ops.tokens import TokenProvider
 
 REPO = Path(__file__).resolve().parent.parent
@@ -280,7 +280,8 @@ def test_mlflow_environment_variables_keep_working_beside_a_block(
     scene: Scene, monkeypatch: pytest.MonkeyPatch, fluent_reset: None
 ) -> None:
     """MLflow's own variables (for A) work as MLflow documents; B's block wins for B."""
-    a, b, _ = scene.servers
+    a = scene.servers[0]
+    clear_scoped_credentials()  # A's block from the tests above: the environment alone here
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", a.username)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", a.password)
     scene.reset()
