@@ -262,7 +262,8 @@ def test_each_server_gets_only_its_own_credentials_in_two_processes(
     for which, proc in procs.items():
         out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-3000:]
-        outputs[which] = (json.loads(out.strip().splitlines()[-1]), out + err)
+        (line,) = [x for x in out.splitlines() if x.startswith('{"ref_run_id"')]
+        outputs[which] = (json.loads(line), out + err)
 
     for which, ref in refs.items():
         run = MlflowClient(ref.tracking_uri).get_run(ref.run_id)  # logged by the other process
