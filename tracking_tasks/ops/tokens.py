@@ -64,6 +64,18 @@ class TokenProvider:
         )
         self.description = f"a token from {name}"
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its lock, live provider object and token (never a secret)."""
+        state = dict(self.__dict__)
+        state.update(_lock=None, _token=None, _refresh_at=0.0)
+        if isinstance(self._source, str):
+            state["_provider"] = None  # imported again where it is used
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _resolve(self) -> Any:
         if self._provider is None:
             source = self._source
