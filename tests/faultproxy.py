@@ -185,7 +185,7 @@ def mint_token(key: str, lifetime: float) -> tuple[str, float]:
 def token_is_valid(key: str, header: str | None) -> bool:
     if not header or not header.startswith("Bearer "):
         return False
-    expires, _, signature = header.removeprefix("Bearer ").partition(".")
+    expires, _, signature = header.removeprefix("Bearer ").rpartition(".")
     wanted = hmac.new(key.encode(), expires.encode(), hashlib.sha256).hexdigest()
     try:
         alive = float(expires) > time.time()
