@@ -22,6 +22,16 @@ reconfigure (counters reset). It also serves as a forward proxy (``HTTP_PROXY``)
 a request line with an absolute URL goes upstream in origin form, counted in
 ``as_forward_proxy``.
 
+Every request's ``Authorization`` header is recorded, as the sha256 of its value (never
+the value: the control endpoint's answers and a test's failure output stay secret-free),
+counted under ``authorization`` (``"none"`` for requests without one).
+
+With ``--token-key-env VAR`` (the key read from ``$VAR``, never from the command line) it
+is also a bearer-token gate: a request is forwarded only
+with ``Authorization: Bearer <expires>.<hmac>``, where ``<expires>`` is a Unix time still
+in the future and ``<hmac>`` is HMAC-SHA256(key, ``<expires>``) in hex (see
+:func:`mint_token`); any other request is answered 401 and counted in ``refused_tokens``.
+
 Usage::
 
     python tests/faultproxy.py --upstream http://127.0.0.1:5000 --port 0 \\
@@ -34,8 +44,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import hmac
 import http.client
 import json
+import os
 import random
 import re
 import socket
@@ -102,6 +115,8 @@ class Policy:
             self.injected = 0
             self.forwarded = 0
             self.as_forward_proxy = 0
+            self.authorization: dict[str, int] = {}
+            self.refused_tokens = 0
 
     def choose(self, method: str, path: str) -> str:
         """The fault for this request ("none" to forward it untouched)."""
@@ -133,7 +148,18 @@ class Policy:
                 "injected": self.injected,
                 "forwarded": self.forwarded,
                 "as_forward_proxy": self.as_forward_proxy,
+                "authorization": dict(self.authorization),
+                "refused_tokens": self.refused_tokens,
             }
+
+    def note_authorization(self, value: str | None) -> None:
+        key = "none" if value is None else header_digest(value)
+        with self.lock:
+            self.authorization[key] = self.authorization.get(key, 0) + 1
+
+    def note_refused_token(self) -> None:
+        with self.lock:
+            self.refused_tokens += 1
 
     def note_forward_proxy(self) -> None:
         with self.lock:
@@ -142,6 +168,30 @@ class Policy:
     def count_forwarded(self) -> None:
         with self.lock:
             self.forwarded += 1
+
+
+def header_digest(value: str) -> str:
+    """How an ``Authorization`` value is recorded: its sha256, in hex."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def mint_token(key: str, lifetime: float) -> tuple[str, float]:
+    """A bearer token the ``--token-key`` gate accepts until ``now + lifetime``."""
+    expires = f"{time.time() + lifetime:.3f}"
+    signature = hmac.new(key.encode(), expires.encode(), hashlib.sha256).hexdigest()
+    return f"{expires}.{signature}", float(expires)
+
+
+def token_is_valid(key: str, header: str | None) -> bool:
+    if not header or not header.startswith("Bearer "):
+        return False
+    expires, _, signature = header.removeprefix("Bearer ").rpartition(".")
+    wanted = hmac.new(key.encode(), expires.encode(), hashlib.sha256).hexdigest()
+    try:
+        alive = float(expires) > time.time()
+    except ValueError:
+        return False
+    return alive and hmac.compare_digest(wanted, signature)
 
 
 def _abort(sock: socket.socket) -> None:
@@ -200,6 +250,14 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.server.policy.note_forward_proxy()
         if urlsplit(self.path).path == CONTROL_PATH:
             self._control()
+            return
+        self.server.policy.note_authorization(self.headers.get("Authorization"))
+        key = self.server.token_key
+        if key is not None and not token_is_valid(key, self.headers.get("Authorization")):
+            self.server.policy.note_refused_token()
+            self._drain(self._body_length())
+            message = {"error_code": "UNAUTHENTICATED", "message": "faultproxy: token refused"}
+            self._answer(401, json.dumps(message).encode())
             return
         fault = self.server.policy.choose(self.command, self.path)
         if fault == "refuse":
@@ -286,10 +344,13 @@ class ProxyServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, upstream: str, policy: Policy) -> None:
+    def __init__(
+        self, port: int, upstream: str, policy: Policy, token_key: str | None = None
+    ) -> None:
         super().__init__(("127.0.0.1", port), ProxyHandler)
         self.upstream = urlsplit(upstream)
         self.policy = policy
+        self.token_key = token_key
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -302,11 +363,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--match", default=".*", help="regex on 'METHOD path'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stall-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--token-key-env",
+        metavar="VAR",
+        help="forward only requests with a live bearer token signed with $VAR (see mint_token)",
+    )
     args = parser.parse_args(argv)
     policy = Policy(
         args.fault, args.first, args.fraction, args.match, args.seed, args.stall_seconds
     )
-    server = ProxyServer(args.port, args.upstream, policy)
+    token_key = os.environ[args.token_key_env] if args.token_key_env else None
+    server = ProxyServer(args.port, args.upstream, policy, token_key)
     print(f"listening {server.server_address[1]}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

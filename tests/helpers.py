@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -61,3 +64,72 @@ def task_run_states(flow_run_id: UUID | str, task_name_prefix: str) -> list[list
                 states = client.read_task_run_states(task_run.id)
                 histories.append([s.name for s in sorted(states, key=lambda s: s.timestamp)])
         return histories
+
+
+#: Every token minted in this process (the secret-grep looks for each).
+MINTED: list[str] = []
+
+
+def mint_test_token() -> tuple[str, float]:
+    """A token provider for the token-rotation tests (``token_provider="tests.helpers:..."``).
+
+    Signs a token with ``$TT_TEST_TOKEN_KEY`` that tests/faultproxy.py's token gate accepts
+    for ``$TT_TEST_TOKEN_LIFETIME`` seconds; returns ``(token, expires_at)``.
+    """
+    from tests.faultproxy import mint_token
+
+    token, expires = mint_token(
+        os.environ["TT_TEST_TOKEN_KEY"], float(os.environ["TT_TEST_TOKEN_LIFETIME"])
+    )
+    MINTED.append(token)
+    return token, expires
+
+
+def mint_lying_test_token() -> tuple[str, float]:
+    """Like :func:`mint_test_token`, but claims an hour of life: only a 401 shows it expired."""
+    token, _ = mint_test_token()
+    return token, time.time() + 3600
+
+
+def prefect_texts(flow_run_ids: list[str]) -> dict[str, str]:
+    """Everything Prefect holds about these flow runs: runs, task runs, logs, artifacts."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    ids = [UUID(str(i)) for i in flow_run_ids]
+    texts: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        texts["flow runs"] = "".join(client.read_flow_run(i).model_dump_json() for i in ids)
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
+        )
+        texts["task runs"] = "".join(t.model_dump_json() for t in task_runs)
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+        texts["prefect logs"] = "\n".join(log.message for log in logs)
+    texts["artifacts"] = "".join(
+        a.model_dump_json() for i in flow_run_ids for a in flow_run_artifacts(i)
+    )
+    return texts
+
+
+def files_with_secrets(secrets: list[str]) -> list[str]:
+    """Files under PREFECT_HOME (results, caches) and Prefect's database holding a secret."""
+    from prefect.settings import get_current_settings
+
+    roots = [Path(os.environ["PREFECT_HOME"])]
+    db_url = str(get_current_settings().server.database.connection_url.get_secret_value())
+    if ":///" in db_url:
+        roots.append(Path(db_url.split(":///", 1)[1]).parent)  # the db, its -wal and -shm
+    found = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                found.extend(f"{path}: {i}" for i, s in enumerate(secrets) if s.encode() in data)
+    return found

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -265,3 +266,46 @@ def start_prefect_server(home: Path, timeout: float = 180) -> PrefectServer:
         stop_process_group(proc)
         raise
     return PrefectServer(api=api, env={**env, "PREFECT_API_URL": api}, proc=proc)
+
+
+@dataclass
+class FaultProxy:
+    """A tests/faultproxy.py process: its URL, control calls and what it recorded."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    def configure(self, **options: object) -> dict[str, object]:
+        request = urllib.request.Request(
+            f"{self.url}/__faultproxy__", data=json.dumps(options).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return dict(json.loads(resp.read()))
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/__faultproxy__", timeout=10) as resp:
+            return dict(json.loads(resp.read()))
+
+    def authorization(self) -> dict[str, int]:
+        """sha256 of each Authorization value received ("none": without one) -> count."""
+        return dict(self.stats()["authorization"])
+
+    def stop(self) -> None:
+        stop_process_group(self.proc)
+
+
+def start_fault_proxy(upstream: str, *args: str, env: dict[str, str] | None = None) -> FaultProxy:
+    """Start tests/faultproxy.py in front of ``upstream`` on a free loopback port."""
+    script = Path(__file__).with_name("faultproxy.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--upstream", upstream, "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().split()
+    if line[:1] != ["listening"]:
+        stop_process_group(proc)
+        raise RuntimeError(f"fault proxy did not start: {line}")
+    return FaultProxy(url=f"http://127.0.0.1:{line[1]}", proc=proc)

@@ -8,9 +8,7 @@ import os
 import subprocess
 import sys
 import tarfile
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,12 @@ from mlflow import MlflowClient
 from prefect import flow
 
 from tests.helpers import flow_run_artifacts, task_run_states
-from tests.servers import MlflowServer, start_mlflow_server, stop_process_group
+from tests.servers import (
+    FaultProxy,
+    MlflowServer,
+    start_fault_proxy,
+    start_mlflow_server,
+)
 from tracking_tasks import (
     ArtifactManifest,
     RunRef,
@@ -44,39 +47,14 @@ ARTIFACT_PUTS = r"^PUT /api/2\.0/mlflow-artifacts/artifacts/"
 FAST = {"retries": 6, "retry_delay_seconds": 0.1, "retry_jitter_factor": 0}
 
 
-@dataclass
-class FaultProxy:
-    url: str
-    proc: subprocess.Popen[bytes]
-
-    def configure(self, **options: Any) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.url}/__faultproxy__", data=json.dumps(options).encode(), method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return dict(json.loads(resp.read()))
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/__faultproxy__", timeout=10) as resp:
-            return dict(json.loads(resp.read()))
-
-
 @pytest.fixture
 def proxy(mlflow_server: MlflowServer) -> Iterator[FaultProxy]:
     """tests/faultproxy.py as its own process in front of the session's mlflow server."""
-    script = Path(__file__).with_name("faultproxy.py")
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "--upstream", mlflow_server.url, "--port", "0"],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
+    started = start_fault_proxy(mlflow_server.url)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode().split()
-        assert line[:1] == ["listening"], f"fault proxy did not start: {line}"
-        yield FaultProxy(url=f"http://127.0.0.1:{line[1]}", proc=proc)
+        yield started
     finally:
-        stop_process_group(proc)
+        started.stop()
 
 
 def _run(config: TrackingConfig, name: str = "artifacts") -> RunRef:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import subprocess
@@ -16,7 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import get_current_settings
 from pydantic import SecretStr, ValidationError
 
-from tests.helpers import flow_run_artifacts
+from tests.helpers import files_with_secrets, flow_run_artifacts
 from tests.servers import AuthMlflowServer, MlflowServer
 from tracking_tasks import (
     AzureMLWorkspace,
@@ -41,7 +42,10 @@ def _credentials(server: AuthMlflowServer) -> MlflowCredentials:
 def test_block_is_strict_and_hides_its_secrets() -> None:
     creds = MlflowCredentials(username="alice", password=SecretStr("hunter2-xyz"))
     assert "hunter2-xyz" not in repr(creds) and "hunter2-xyz" not in str(creds.model_dump())
-    assert creds.mlflow_environment()["MLFLOW_TRACKING_PASSWORD"] == "hunter2-xyz"
+    credential = creds.scoped_credential()
+    assert credential is not None and "hunter2-xyz" not in repr(credential)
+    assert credential.authorization() == "Basic " + base64.b64encode(b"alice:hunter2-xyz").decode()
+    assert creds.credentials_reference() is None  # never saved: nothing another process can load
     with pytest.raises(ValidationError):
         MlflowCredentials(password=SecretStr("p"))  # no username
     with pytest.raises(ValidationError):
@@ -49,6 +53,10 @@ def test_block_is_strict_and_hides_its_secrets() -> None:
     with pytest.raises(ValidationError, match="password") as info:
         MlflowCredentials(tracking_uri="http://alice:hunter2@127.0.0.1:5000")
     assert "hunter2" not in str(info.value)
+    with pytest.raises(ValidationError, match="import path"):
+        MlflowCredentials(token_provider="not a path")
+    with pytest.raises(ValidationError, match="not two"):
+        MlflowCredentials(token_provider="tests.helpers:mint_test_token", token=SecretStr("t"))
 
 
 def test_block_location_takes_its_place_in_the_resolution_order() -> None:
@@ -57,11 +65,8 @@ def test_block_location_takes_its_place_in_the_resolution_order() -> None:
     assert on_azure.azure_workspace == ws and on_azure.tracking_uri is None
     creds = MlflowCredentials(tracking_uri="http://127.0.0.1:5000", token=SecretStr("t"))
     assert resolve_tracking_config(credentials=creds).tracking_uri == "http://127.0.0.1:5000"
-    assert creds.mlflow_environment() == {
-        "MLFLOW_TRACKING_USERNAME": None,
-        "MLFLOW_TRACKING_PASSWORD": None,
-        "MLFLOW_TRACKING_TOKEN": "t",
-    }
+    credential = creds.scoped_credential()
+    assert credential is not None and credential.authorization() == "Bearer t"
     with pytest.raises(TrackingConfigError, match="never sent to another server"):
         resolve_tracking_config(credentials=creds, azure_workspace=ws)
 
@@ -191,7 +196,7 @@ def test_a_whole_tracked_flow_never_shows_the_secret(
         )
         texts["prefect logs"] = "\n".join(log.message for log in logs)
     assert any("setup_mlflow" in t.name for t in task_runs)
-    assert "MLflow credentials for" in texts["prefect logs"]  # the log line exists, values not
+    assert "scoped to" in texts["prefect logs"]  # the log line exists, values not
     texts["artifacts"] = "".join(a.model_dump_json() for a in flow_run_artifacts(flow_run_id))
 
     # this process: captured log records, stdout and stderr
@@ -207,3 +212,5 @@ def test_a_whole_tracked_flow_never_shows_the_secret(
     assert any("storage" in p.parts for p in files)  # setup_mlflow's persisted results
     leaking_files = [str(p) for p in files if secret.encode() in p.read_bytes()]
     assert not leaking_files, f"the secret appears in: {leaking_files}"
+    # and Prefect's database (the block is stored encrypted there)
+    assert not files_with_secrets([secret])

@@ -10,6 +10,7 @@ import pydantic
 import pytest
 from prefect import flow
 
+from tests.servers import free_port
 from tracking_tasks import (
     AzureMLWorkspace,
     MlflowCredentials,
@@ -89,6 +90,10 @@ def _cases(
          e.ConfigHashError, "plain data"),
         ("bad parent", lambda: runs.create_mlflow_run(ctx, "x", parent_run_id=3),  # type: ignore[arg-type]
          e.InvalidArgumentError, "parent_run_id"),
+        ("missing parent", lambda: runs.create_mlflow_run(ctx, "x", parent_run_id="0" * 32),
+         e.InvalidParentRunError, "does not exist"),
+        ("nothing listens", lambda: setup_mlflow(tracking_uri=f"http://127.0.0.1:{free_port()}"),
+         e.ExperimentSetupError, "could not reach the tracking server"),
         ("NaN param", lambda: log_params(run, {"lr": float("nan")}),
          e.InvalidLogDataError, "NaN"),
         ("text metric", lambda: log_metrics(run, {"f1": "high"}),  # type: ignore[dict-item]

@@ -21,9 +21,10 @@ Find MLflow runs from the shell, with the same checks as the tracking_tasks find
 a malformed filter or an unknown experiment is a one-line error (exit code 2) raised
 before any run is searched.
 
-The tracking URI is --tracking-uri, else $MLFLOW_TRACKING_URI, else the embedded
-default (sqlite:///mlflow.db in the working directory); the experiment is -e/--experiment,
-else $MLFLOW_EXPERIMENT_NAME, else "Default". No Prefect server is needed.
+The tracking URI is --tracking-uri, else the tracking URI of the --credentials block,
+else $MLFLOW_TRACKING_URI, else the embedded default (sqlite:///mlflow.db in the working
+directory); the experiment is -e/--experiment, else $MLFLOW_EXPERIMENT_NAME, else
+"Default". No Prefect server is needed, except to read a --credentials block.
 """
 
 _EPILOG = """\
@@ -49,6 +50,12 @@ def _common(parser: argparse.ArgumentParser, *, experiments: bool = True) -> Non
         "--tracking-uri",
         metavar="URI",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    parser.add_argument(
+        "--credentials",
+        metavar="BLOCK",
+        help="name of a saved MlflowCredentials block (read from the Prefect API): its "
+        "secret goes to its own tracking server only, and its tracking URI is the default",
     )
     parser.add_argument(
         "--format",
@@ -185,8 +192,34 @@ def _json(value: Any) -> str:
     return json.dumps(value.model_dump(mode="json"), indent=2)
 
 
+def _use_block(args: argparse.Namespace) -> None:
+    """Scope a saved block's credential to its server; default the tracking URI to it."""
+    if not args.credentials:
+        return
+    from tracking_tasks.config.resolve import resolve_tracking_config
+    from tracking_tasks.errors import TrackingConfigError
+    from tracking_tasks.ops.client import use_credentials
+    from tracking_tasks.tasks.blocks import load_block
+
+    try:
+        block = load_block(args.credentials)
+    except Exception as exc:
+        raise TrackingConfigError(
+            f"could not load the MlflowCredentials block {args.credentials!r} "
+            f"({type(exc).__name__}): check its name and that PREFECT_API_URL reaches the "
+            "Prefect API it is saved in"
+        ) from exc
+    uri = resolve_tracking_config(tracking_uri=args.tracking_uri, credentials=block).tracking_uri
+    credential = block.scoped_credential()
+    if uri is not None and credential is not None:
+        use_credentials(uri, credential, block.credentials_reference())
+    args.tracking_uri = uri
+
+
 def _run(args: argparse.Namespace) -> int:
     from tracking_tasks.ops.search import find_best_run, find_mlflow_runs, get_run_summary
+
+    _use_block(args)
 
     if args.command == "find":
         runs = find_mlflow_runs(

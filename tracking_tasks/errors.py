@@ -9,6 +9,7 @@ pydantic ``ValidationError`` for a model's fields)::
     │   │   └── CredentialInURIError       a password or token inside a tracking URI
     │   ├── InvalidLogDataError            a param, metric or tag MLflow would refuse
     │   ├── InvalidSearchError             a malformed filter, order_by, status or limit
+    │   ├── InvalidParentRunError          a parent run missing, deleted, or elsewhere
     │   └── UnsafeArtifactPathError        a name that would land outside its folder
     ├── MissingExtraError (ImportError)    a feature needs an extra that is not installed
     ├── ConfigHashError (TypeError)        a value config_hash() cannot represent
@@ -59,6 +60,7 @@ __all__ = [
     "ExperimentSetupError",
     "InvalidArgumentError",
     "InvalidLogDataError",
+    "InvalidParentRunError",
     "InvalidSearchError",
     "LocalArtifactPathError",
     "MissingExtraError",
@@ -108,6 +110,14 @@ class InvalidLogDataError(InvalidArgumentError):
     """Raised when params, metrics or tags would be refused by MLflow.
 
     Raised before anything is sent, so a batch is never half written.
+    """
+
+
+class InvalidParentRunError(InvalidArgumentError):
+    """Raised when a parent run does not exist, is deleted, or lives in another
+    experiment or on another tracking server.
+
+    Raised before the nested run is created, so no run is left with a dangling parent.
     """
 
 
@@ -257,6 +267,35 @@ def _detail(exc: BaseException) -> str:
     return " ".join(str(message if message is not None else exc).split())
 
 
+def _network_fault(exc: BaseException) -> str:
+    """Say what kind of network fault ``exc`` is, and what to check."""
+    detail = _detail(exc)
+    lowered = detail.lower()
+    if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+        return (
+            f"the TLS connection failed ({detail}). Check the URI's scheme (https:// to a "
+            "plain HTTP port fails like this) and trust the server's CA with "
+            "MLFLOW_TRACKING_SERVER_CERT_PATH or REQUESTS_CA_BUNDLE."
+        )
+    if any(
+        marker in lowered
+        for marker in (
+            "name or service not known",
+            "nodename nor servname",
+            "name resolution",
+            "failed to resolve",
+        )
+    ):
+        return (
+            f"the server's host name does not resolve ({detail}). Check the host in the "
+            "tracking URI."
+        )
+    return (
+        f"could not reach the tracking server ({detail}). Check that it is running and "
+        "that the tracking URI is right."
+    )
+
+
 @contextlib.contextmanager
 def mlflow_errors(
     action: str,
@@ -299,10 +338,7 @@ def mlflow_errors(
     except TrackingTasksError:
         raise
     except OSError as exc:  # requests' ConnectionError and timeouts are OSErrors too
-        raise default(
-            f"{action}: could not reach the tracking server ({_detail(exc)}). Check that it "
-            "is running and that the tracking URI is right."
-        ) from exc
+        raise default(f"{action}: {_network_fault(exc)}") from exc
     except Exception as exc:
         from mlflow.exceptions import MlflowException
 

@@ -29,6 +29,9 @@ class TrackingContext(BaseModel):
         experiment_name: MLflow experiment name.
         config_hash: ``config_hash`` of the resolved tracking config.
         default_tags: Tags put on every run created under this context.
+        credentials: Secret-free reference to the credentials for the tracking server
+            (a saved ``MlflowCredentials`` block's name), loaded again by a task that runs
+            in another process; None when there are none or they cannot travel.
 
     Example:
         >>> ctx = TrackingContext(tracking_uri="http://127.0.0.1:5000", experiment_id="1",
@@ -46,6 +49,10 @@ class TrackingContext(BaseModel):
     config_hash: str = Field(description="config_hash of the resolved tracking config.")
     default_tags: dict[str, str] = Field(
         default_factory=dict, description="Tags set on every run created under this context."
+    )
+    credentials: str | None = Field(
+        default=None,
+        description="Secret-free reference to the server's credentials (a saved block's name).",
     )
 
     @property
@@ -68,6 +75,8 @@ class RunRef(BaseModel):
         registry_uri: Model registry URI, or None.
         parent_run_id: The parent run for a nested run.
         config_hash: Hash of the config the run was created for, or None.
+        credentials: Secret-free reference to the server's credentials, as in
+            ``TrackingContext``.
 
     Example:
         >>> ref = RunRef(run_id="abc", experiment_id="1", run_name="train",
@@ -85,6 +94,10 @@ class RunRef(BaseModel):
     registry_uri: str | None = Field(default=None, description="Model registry URI.")
     parent_run_id: str | None = Field(default=None, description="Parent run of a nested run.")
     config_hash: str | None = Field(default=None, description="config_hash tagged on the run.")
+    credentials: str | None = Field(
+        default=None,
+        description="Secret-free reference to the server's credentials (a saved block's name).",
+    )
 
     @property
     def url(self) -> str | None:

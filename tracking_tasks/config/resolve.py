@@ -22,10 +22,11 @@ DEFAULT_EXPERIMENT_NAME = "Default"
 
 
 class CredentialsLocation(Protocol):
-    """A credentials block: where its secrets belong, and MLflow's variables for them.
+    """Credentials for one server: where they belong, the credential, its reference.
 
-    ``tracking_tasks.tasks.blocks.MlflowCredentials`` is one; the plain layer only needs
-    this much of it, so it never imports Prefect's Block.
+    ``tracking_tasks.tasks.blocks.MlflowCredentials`` is one, and so is the plain
+    ``tracking_tasks.ops.credentials.ServerCredentials``; the plain layer only needs this
+    much of them, so it never imports Prefect's Block.
     """
 
     @property
@@ -34,7 +35,9 @@ class CredentialsLocation(Protocol):
     @property
     def azure_workspace(self) -> AzureMLWorkspace | None: ...
 
-    def mlflow_environment(self) -> dict[str, str | None]: ...
+    def scoped_credential(self) -> Any: ...
+
+    def credentials_reference(self) -> str | None: ...
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:

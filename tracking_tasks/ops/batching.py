@@ -110,7 +110,7 @@ def send_batch(
         >>> send_batch(ref)  # nothing to send: no request
         0
     """
-    client = get_client(run.tracking_uri, run.registry_uri)
+    client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
     requests = 0
     with mlflow_errors(
         f"logging to MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",

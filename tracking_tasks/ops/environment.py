@@ -1,32 +1,35 @@
 """The one place the library changes this process's environment (``os.environ``).
 
-Three things, all done by ``setup_mlflow`` and nothing else:
+Three things, done by ``setup_mlflow`` (the first also wherever a credential is scoped:
+a handle's reference loaded in another process, the command line's ``--credentials``):
 
-- :func:`apply_credentials`: a credentials block's secrets become MLflow's own
-  ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` / ``MLFLOW_TRACKING_TOKEN``;
+- :func:`activate_scoped_auth`: ``MLFLOW_TRACKING_AUTH`` names the library's request-auth
+  plugin, which adds credentials to requests for their own server only (no secret is
+  ever written to the environment);
 - :func:`point_fluent_api`: MLflow's fluent ``mlflow.*`` API (and ``MLFLOW_EXPERIMENT_ID``)
   points at the context's server and experiment, so user code calling
   ``mlflow.log_metric`` inside its own ``mlflow.start_run()`` lands in the same place;
 - :func:`neutralise_injected_env`: injected ``MLFLOW_RUN_ID`` / ``MLFLOW_EXPERIMENT_*`` /
   ``MLFLOW_TRACKING_URI`` values that contradict the context are removed.
 
-The library's own calls never depend on any of it: they pass the tracking URI and run
-id explicitly.
+The library's own calls pass the tracking URI and run id explicitly; of all this, they
+depend only on the plugin's name, which is how MLflow's client finds the credentials.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Protocol
 
+from tracking_tasks.errors import TrackingConfigError
 from tracking_tasks.handles import TrackingContext
+from tracking_tasks.ops.credentials import PROVIDER_NAME
 from tracking_tasks.urls import absolute_local_uri, redact_uri
 
 __all__ = [
+    "AUTH_VAR",
     "INJECTED_RUN_VARS",
-    "CredentialsEnvironment",
-    "apply_credentials",
+    "activate_scoped_auth",
     "neutralise_injected_env",
     "point_fluent_api",
 ]
@@ -38,10 +41,8 @@ log = logging.getLogger(__name__)
 INJECTED_RUN_VARS = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 
 
-class CredentialsEnvironment(Protocol):
-    """A credentials block that can say which MLflow variables it sets."""
-
-    def mlflow_environment(self) -> dict[str, str | None]: ...
+#: MLflow's variable naming the request-auth plugin asked for every request's auth.
+AUTH_VAR = "MLFLOW_TRACKING_AUTH"
 
 
 def point_fluent_api(context: TrackingContext) -> None:
@@ -118,36 +119,38 @@ def _contradicts(name: str, value: str, context: TrackingContext) -> bool:
     return True  # MLFLOW_RUN_ID: a run this library did not open
 
 
-def apply_credentials(credentials: CredentialsEnvironment, tracking_uri: str) -> list[str]:
-    """Hand a block's secrets to MLflow through its environment variables.
+def activate_scoped_auth() -> bool:
+    """Route MLflow's requests through the ``tracking-tasks`` request-auth plugin.
 
-    MLflow reads ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` or
-    ``MLFLOW_TRACKING_TOKEN`` from ``os.environ`` on every request, so they are set for
-    this whole process (every MLflow HTTP request it makes from now on carries them);
-    variables of the other kind are removed so they cannot mix.
-
-    Args:
-        credentials: The block (``MlflowCredentials``).
-        tracking_uri: The resolved tracking URI (for the log line only).
+    Sets ``MLFLOW_TRACKING_AUTH=tracking-tasks`` (the plugin's *name*, no secret) so that
+    MLflow asks :class:`~tracking_tasks.ops.request_auth.ScopedAuthProvider` for every
+    request's auth; the plugin adds a scoped credential to requests for its own server
+    only. Credentials in MLflow's own variables (``MLFLOW_TRACKING_USERNAME`` ...) are left
+    as they are and keep working as MLflow documents.
 
     Returns:
-        The names of the variables set (never their values).
+        True when the variable was set now, False when it already was.
+
+    Raises:
+        TrackingConfigError: ``MLFLOW_TRACKING_AUTH`` names another plugin (MLflow uses
+            one at a time).
 
     Example:
-        >>> apply_credentials(creds, "http://127.0.0.1:5000")  # doctest: +SKIP
-        ['MLFLOW_TRACKING_USERNAME', 'MLFLOW_TRACKING_PASSWORD']
+        >>> activate_scoped_auth()  # doctest: +SKIP
+        True
     """
-    names = []
-    for name, value in credentials.mlflow_environment().items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-            names.append(name)
-    if names:
-        log.info(
-            "MLflow credentials for %s set for this process from the MlflowCredentials block (%s)",
-            redact_uri(tracking_uri),
-            ", ".join(names),
+    from tracking_tasks.ops.request_auth import register_provider
+
+    register_provider()
+    current = os.environ.get(AUTH_VAR, "").strip()
+    if current == PROVIDER_NAME:
+        return False
+    if current:
+        raise TrackingConfigError(
+            f"{AUTH_VAR} is {current!r}: MLflow uses one request-auth plugin at a time, so "
+            "credentials passed to setup_mlflow cannot be scoped to their server. Unset "
+            f"{AUTH_VAR} or leave credentials to that plugin"
         )
-    return names
+    os.environ[AUTH_VAR] = PROVIDER_NAME
+    log.debug("%s=%s: MLflow requests get their server's own credentials", AUTH_VAR, PROVIDER_NAME)
+    return True

@@ -58,7 +58,8 @@ def end_mlflow_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
         default=RunEndError,
         not_found=RunNotFoundError,
     ):
-        get_client(run.tracking_uri, run.registry_uri).set_terminated(run.run_id, status=status)
+        client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
+        client.set_terminated(run.run_id, status=status)
     return status
 
 

@@ -40,7 +40,7 @@ def register_model_version(run: RunRef, artifact_path: str, name: str) -> str:
     """
     from mlflow.exceptions import MlflowException
 
-    client = get_client(run.tracking_uri, run.registry_uri)
+    client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
     source = f"runs:/{run.run_id}/{artifact_path}"
     query = and_(f"name = {quote_value(name)}", f"run_id = {quote_value(run.run_id)}")
     with mlflow_errors(

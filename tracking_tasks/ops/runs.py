@@ -19,6 +19,7 @@ from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops.batching import now_ms
 from tracking_tasks.ops.client import get_client
 from tracking_tasks.ops.filters import tag_equals
+from tracking_tasks.ops.parents import check_parent_location, check_parent_run
 from tracking_tasks.ops.validation import check_tags
 from tracking_tasks.tags import CONFIG_HASH_TAG, IDENTITY_TAG, PARENT_RUN_TAG
 from tracking_tasks.urls import redact_uri
@@ -113,6 +114,7 @@ def plan_run(
 
     Raises:
         TrackingConfigError: ``context`` is not a ``TrackingContext``.
+        InvalidParentRunError: the parent ``RunRef`` is on another server or experiment.
         InvalidLogDataError: a tag is invalid.
         ConfigHashError: ``config`` cannot be hashed.
 
@@ -135,6 +137,8 @@ def plan_run(
         raise InvalidArgumentError(
             f"parent_run_id must be a run id or a RunRef, not {type(parent).__name__}"
         )
+    if isinstance(parent_run_id, RunRef):
+        check_parent_location(parent_run_id, context)
     identity: str | None = None
     if scope_id is not None or idempotency_key is not None:
         identity = config_hash(
@@ -167,7 +171,9 @@ def plan_run(
 def _find_by_identity(context: TrackingContext, identity: str) -> RunInfo | None:
     from mlflow.entities import ViewType
 
-    runs = get_client(context.tracking_uri, context.registry_uri).search_runs(
+    runs = get_client(
+        context.tracking_uri, context.registry_uri, credentials=context.credentials
+    ).search_runs(
         [context.experiment_id],
         filter_string=tag_equals(IDENTITY_TAG, identity),
         run_view_type=ViewType.ACTIVE_ONLY,
@@ -191,6 +197,8 @@ def open_run(plan: RunPlan, *, known_run_id: str | None = None, search: bool = F
         An ``OpenedRun``.
 
     Raises:
+        InvalidParentRunError: the plan's parent does not exist, is deleted, or is in
+            another experiment (checked before a new run is created).
         RunCreationError: MLflow refused to create, find or reopen the run.
 
     Example:
@@ -204,7 +212,7 @@ def open_run(plan: RunPlan, *, known_run_id: str | None = None, search: bool = F
         (True, 'RUNNING')
     """
     context = plan.context
-    client = get_client(context.tracking_uri, context.registry_uri)
+    client = get_client(context.tracking_uri, context.registry_uri, credentials=context.credentials)
     with mlflow_errors(
         f"could not create MLflow run {plan.run_name!r} in experiment {context.experiment_id} "
         f"on {redact_uri(context.tracking_uri)}",
@@ -216,6 +224,8 @@ def open_run(plan: RunPlan, *, known_run_id: str | None = None, search: bool = F
                 existing = client.get_run(known_run_id).info
             elif search:
                 existing = _find_by_identity(context, plan.identity)
+        if existing is None and plan.parent_run_id is not None:
+            check_parent_run(context, plan.parent_run_id)
         if existing is not None:
             if existing.status in TERMINAL_STATUSES:
                 client.update_run(existing.run_id, status="RUNNING")
@@ -243,6 +253,7 @@ def open_run(plan: RunPlan, *, known_run_id: str | None = None, search: bool = F
         registry_uri=context.registry_uri,
         parent_run_id=plan.parent_run_id,
         config_hash=plan.config_hash,
+        credentials=context.credentials,
     )
     if existing is None:
         log.info(
@@ -283,6 +294,8 @@ def create_mlflow_run(
     Raises:
         InvalidLogDataError: a tag is invalid (checked before anything is written).
         ConfigHashError: ``config`` cannot be hashed.
+        InvalidParentRunError: the parent run does not exist, is deleted, or lives in
+            another experiment or on another server (checked before the run is created).
         RunCreationError: MLflow refused to create or reopen the run.
 
     Example:
@@ -321,4 +334,5 @@ def get_run_info(run: RunRef) -> RunInfo:
         f"could not read MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",
         not_found=RunNotFoundError,
     ):
-        return get_client(run.tracking_uri, run.registry_uri).get_run(run.run_id).info
+        client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
+        return client.get_run(run.run_id).info

@@ -3,26 +3,92 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from tracking_tasks.config.models import AzureMLWorkspace, TrackingConfig
 from tracking_tasks.config.resolve import CredentialsLocation, resolve_tracking_config
+from tracking_tasks.errors import ExperimentSetupError, TrackingConfigError, mlflow_errors
 from tracking_tasks.handles import TrackingContext
 from tracking_tasks.hashing import config_hash
-from tracking_tasks.ops.environment import (
-    apply_credentials,
-    neutralise_injected_env,
-    point_fluent_api,
-)
+from tracking_tasks.ops.client import use_credentials
+from tracking_tasks.ops.credentials import Origin, authorization_for
+from tracking_tasks.ops.environment import neutralise_injected_env, point_fluent_api
 from tracking_tasks.ops.experiments import ensure_experiment
-from tracking_tasks.urls import redact_uri
+from tracking_tasks.urls import is_http_uri, redact_uri
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
-__all__ = ["setup_mlflow"]
+__all__ = ["PROBE_CONNECT_TIMEOUT", "PROBE_READ_TIMEOUT", "check_reachable", "setup_mlflow"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds the first contact with a server may take to connect, then to answer: a
+#: refused connection, an unknown host or a refused certificate fails within them.
+PROBE_CONNECT_TIMEOUT = 5.0
+PROBE_READ_TIMEOUT = 8.0
+
+_answered_lock = threading.Lock()
+_answered: set[Origin] = set()
+
+
+def check_reachable(tracking_uri: str, action: str | None = None) -> bool:
+    """Fail fast when an HTTP(S) tracking server cannot be reached at all.
+
+    The first time this process sets up a server, one ``HEAD`` request goes to the
+    tracking URI, sent once (no retries), with MLflow's own TLS and proxy settings
+    (``MLFLOW_TRACKING_SERVER_CERT_PATH``, ``MLFLOW_TRACKING_INSECURE_TLS``,
+    ``MLFLOW_TRACKING_CLIENT_CERT_PATH``, ``REQUESTS_CA_BUNDLE``, ``HTTPS_PROXY``...).
+    Connection refused, an unknown host, a connect timeout or a TLS failure raise at once,
+    instead of after MLflow's retries and backoff (about four minutes by default). Any
+    HTTP answer, even 401 or 404, means the server is there; a server that answered once
+    is not probed again, so a later blip gets MLflow's bounded retries.
+
+    Args:
+        tracking_uri: The resolved tracking URI.
+        action: What the probe is for, to start the error message with.
+
+    Returns:
+        True when a probe was sent, False when none was needed (not HTTP, or answered before).
+
+    Raises:
+        ExperimentSetupError: the server cannot be reached; the message names the URI.
+
+    Example:
+        >>> check_reachable("sqlite:///mlflow.db")
+        False
+    """
+    if not is_http_uri(tracking_uri):
+        return False
+    origin = Origin.of(tracking_uri)
+    with _answered_lock:
+        if origin in _answered:
+            return False
+    import requests
+    from mlflow.utils.credentials import get_default_host_creds
+
+    creds = get_default_host_creds(tracking_uri)  # type: ignore[no-untyped-call]
+    scoped = authorization_for(tracking_uri)  # the server's own credential, if it has one
+    with mlflow_errors(
+        action or f"first contact with the tracking server at {redact_uri(tracking_uri)}",
+        default=ExperimentSetupError,
+    ):
+        try:
+            requests.head(
+                tracking_uri,
+                timeout=(PROBE_CONNECT_TIMEOUT, PROBE_READ_TIMEOUT),
+                allow_redirects=False,
+                headers={"Authorization": scoped} if scoped else None,
+                verify=creds.verify,
+                cert=creds.client_cert_path,
+            ).close()
+        except requests.exceptions.ReadTimeout:
+            # connected, but slow to answer: not a dead end; MLflow's retries decide
+            log.info("%s was slow to answer a first probe", redact_uri(tracking_uri))
+    with _answered_lock:
+        _answered.add(origin)
+    return True
 
 
 def setup_mlflow(
@@ -52,10 +118,16 @@ def setup_mlflow(
     ``MLFLOW_EXPERIMENT_*`` / ``MLFLOW_TRACKING_URI`` values that contradict it (logged by
     name, never by value): see ``tracking_tasks.ops.environment``.
 
-    A ``credentials`` block's secrets are set as MLflow's own environment variables for
-    this process (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` or
-    ``MLFLOW_TRACKING_TOKEN``): every MLflow request of the process carries them from then
-    on. The returned context holds no secret and no live client.
+    A ``credentials`` block's secret is scoped to its tracking server: this process's
+    MLflow requests to that origin (scheme, host, port, path prefix) carry it, requests
+    to any other server do not, and nothing is written to ``os.environ`` but the name of
+    the request-auth plugin that applies it (``MLFLOW_TRACKING_AUTH=tracking-tasks``).
+    The returned context holds no secret and no live client: only a saved block's name,
+    so a task in another process loads the block again.
+
+    The first contact with an HTTP(S) server is a probe sent once
+    (:func:`check_reachable`): a refused connection, an unknown host or a TLS failure
+    raises within seconds instead of after MLflow's retries.
 
     The Prefect task ``tracking_tasks.setup_mlflow`` wraps this function and caches its
     result per flow run.
@@ -83,7 +155,9 @@ def setup_mlflow(
         MissingExtraError: an Azure workspace without the azure extra installed.
         AzureAuthenticationError: Azure refused the credential (no token shown).
         AzureWorkspaceError: the workspace cannot be read.
-        ExperimentSetupError: the store is unreachable or refuses the experiment.
+        ExperimentSetupError: the server cannot be reached (refused, unknown host, TLS
+            failure: raised within ``PROBE_CONNECT_TIMEOUT + PROBE_READ_TIMEOUT``
+            seconds), or it refuses the experiment.
 
     Example:
         >>> import tempfile
@@ -115,8 +189,12 @@ def setup_mlflow(
             redact_uri(uri),
         )
     assert location.tracking_uri is not None and location.experiment_name is not None
-    if credentials is not None:
-        apply_credentials(credentials, location.tracking_uri)
+    reference = _scope(credentials, location.tracking_uri)
+    check_reachable(
+        location.tracking_uri,
+        f"could not set up experiment {location.experiment_name!r} on "
+        f"{redact_uri(location.tracking_uri)}",
+    )
     experiment_id = ensure_experiment(
         location.tracking_uri,
         location.experiment_name,
@@ -130,6 +208,7 @@ def setup_mlflow(
         experiment_name=location.experiment_name,
         config_hash=digest,
         default_tags=location.tags,
+        credentials=reference,
     )
     neutralise_injected_env(context)
     point_fluent_api(context)
@@ -140,3 +219,21 @@ def setup_mlflow(
         redact_uri(context.tracking_uri),
     )
     return context
+
+
+def _scope(credentials: CredentialsLocation | None, tracking_uri: str) -> str | None:
+    """Scope a block's credential to the resolved server; return its reference."""
+    if credentials is None:
+        return None
+    credential = credentials.scoped_credential()
+    if credential is None:
+        return None
+    if not is_http_uri(tracking_uri):
+        raise TrackingConfigError(
+            f"the credentials are for an HTTP(S) tracking server, but the tracking URI is "
+            f"{redact_uri(tracking_uri)}: an Azure ML workspace authenticates through Azure "
+            "(azure_credential), a database through its own settings"
+        )
+    reference = credentials.credentials_reference()
+    use_credentials(tracking_uri, credential, reference)
+    return reference

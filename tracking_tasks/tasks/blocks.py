@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from tracking_tasks.config.models import AzureMLWorkspace
+from tracking_tasks.ops.credentials import (
+    BasicAuth,
+    BearerToken,
+    Credential,
+    TokenProvider,
+    register_loader,
+)
 from tracking_tasks.urls import check_uri
 
-__all__ = ["MlflowCredentials"]
+__all__ = ["BLOCK_REFERENCE_KIND", "MlflowCredentials", "load_block"]
 
-#: MLflow's own environment variables for HTTP authentication, read on every request.
-USERNAME_VAR = "MLFLOW_TRACKING_USERNAME"
-PASSWORD_VAR = "MLFLOW_TRACKING_PASSWORD"
-TOKEN_VAR = "MLFLOW_TRACKING_TOKEN"
+#: The kind of a saved block's credentials reference: ``"mlflow-credentials/<name>"``.
+BLOCK_REFERENCE_KIND = "mlflow-credentials"
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 class MlflowCredentials(Block):
     """Credentials for an MLflow tracking server, stored as a Prefect Block.
 
     Secrets are ``SecretStr``: Prefect stores them encrypted and shows them as
-    ``**********``. ``setup_mlflow(credentials=...)`` hands them to MLflow through its own
-    environment variables (``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` or
-    ``MLFLOW_TRACKING_TOKEN``), so they never reach a log line, a tag, a param, a URL or
-    a Prefect result. Register the block type with
+    ``**********``. ``setup_mlflow(credentials=...)`` scopes them to the block's tracking
+    server: they are sent with requests to that origin (scheme, host, port, path prefix)
+    and no other, never written to ``os.environ``, and never reach a log line, a tag, a
+    param, a URL or a Prefect result. Handles made with a *saved* block carry its name
+    (never a secret), so a task in another process (a Dask worker) loads the block
+    again where it runs. Register the block type with
     ``prefect block register -m tracking_tasks.tasks.blocks``.
 
     Args:
@@ -34,6 +43,13 @@ class MlflowCredentials(Block):
         username: User name for HTTP basic auth.
         password: Password for HTTP basic auth.
         token: Bearer token (instead of username and password).
+        token_provider: Import path ``"package.module:name"`` of a token provider,
+            instead of a fixed token: a callable returning a token (or ``(token,
+            expires_at)``), or an azure-identity credential class such as
+            ``"azure.identity:DefaultAzureCredential"``. Asked for a fresh token before
+            the last one expires, in whichever process uses the block.
+        token_scope: The scope asked of an azure-identity credential
+            (default ``https://ml.azure.com/.default``).
         azure_workspace: An Azure ML workspace to track into instead of
             ``tracking_uri`` (authenticated through Azure, not these secrets).
 
@@ -77,6 +93,17 @@ ctx = setup_mlflow(experiment_name="ner", credentials=credentials)
     token: SecretStr | None = Field(
         default=None, description="Bearer token, instead of username and password."
     )
+    token_provider: str | None = Field(
+        default=None,
+        description=(
+            "Import path 'package.module:name' of a token provider (a callable, or an "
+            "azure-identity credential class), asked for fresh tokens before they expire."
+        ),
+    )
+    token_scope: str | None = Field(
+        default=None, description="Scope asked of an azure-identity credential."
+    )
+    _credential: Credential | None = PrivateAttr(default=None)
     azure_workspace: AzureMLWorkspace | None = Field(
         default=None,
         description="Azure ML workspace to track into (authenticated through Azure).",
@@ -95,33 +122,52 @@ ctx = setup_mlflow(experiment_name="ner", credentials=credentials)
             raise ValueError("give a username and password or a token, not both")
         if self.tracking_uri is not None and self.azure_workspace is not None:
             raise ValueError("give either tracking_uri or azure_workspace, not both")
+        if self.token_provider is not None:
+            if self.password is not None or self.token is not None:
+                raise ValueError("give a token_provider or a password or a token, not two")
+            if not _IMPORT_PATH.match(self.token_provider):
+                raise ValueError(
+                    "token_provider is an import path 'package.module:name', e.g. "
+                    "'azure.identity:DefaultAzureCredential'"
+                )
         return self
 
-    def mlflow_environment(self) -> dict[str, str | None]:
-        """Return MLflow's authentication variables for these credentials.
+    def scoped_credential(self) -> Credential | None:
+        """The credential to attach to requests for this block's server, or None.
 
-        A value of None means "remove this variable", so a token left over from
-        elsewhere does not win over (or mix with) these credentials.
+        One object per block instance, so a token provider's token is reused until it
+        nears expiry.
 
         Returns:
-            ``{variable name: value or None}`` for ``MLFLOW_TRACKING_USERNAME``,
-            ``MLFLOW_TRACKING_PASSWORD`` and ``MLFLOW_TRACKING_TOKEN``; empty when the
-            block holds no secret.
+            ``BasicAuth``, ``BearerToken`` or ``TokenProvider``; None without a secret.
 
         Example:
-            >>> MlflowCredentials(token=SecretStr("t")).mlflow_environment()["MLFLOW_TRACKING_TOKEN"]
-            't'
+            >>> MlflowCredentials(username="a", password=SecretStr("p")).scoped_credential()
+            BasicAuth(username='a')
         """
-        if self.token is not None:
-            return {
-                USERNAME_VAR: None,
-                PASSWORD_VAR: None,
-                TOKEN_VAR: self.token.get_secret_value(),
-            }
-        if self.username:
-            password = self.password.get_secret_value() if self.password is not None else None
-            return {USERNAME_VAR: self.username, PASSWORD_VAR: password, TOKEN_VAR: None}
-        return {}
+        if self._credential is None:
+            if self.token_provider is not None:
+                self._credential = TokenProvider(self.token_provider, scope=self.token_scope)
+            elif self.token is not None:
+                self._credential = BearerToken(self.token)
+            elif self.username and self.password is not None:
+                self._credential = BasicAuth(self.username, self.password)
+        return self._credential
+
+    def credentials_reference(self) -> str | None:
+        """The secret-free reference handles carry: ``"mlflow-credentials/<name>"``.
+
+        Only a saved (or loaded) block has one; another process loads the block by it.
+
+        Returns:
+            The reference, or None for a block that was never saved.
+
+        Example:
+            >>> MlflowCredentials(username="a").credentials_reference() is None
+            True
+        """
+        name = self._block_document_name
+        return f"{BLOCK_REFERENCE_KIND}/{name}" if name else None
 
     def cache_identity(self) -> dict[str, Any]:
         """Non-secret identity of these credentials, for cache keys (never a secret's hash).
@@ -141,4 +187,20 @@ ctx = setup_mlflow(experiment_name="ner", credentials=credentials)
             "username": self.username,
             "has_password": self.password is not None,
             "has_token": self.token is not None,
+            "token_provider": self.token_provider,
         }
+
+
+def load_block(name: str) -> MlflowCredentials:
+    """Load a saved ``MlflowCredentials`` block by name (sync, from any thread or process).
+
+    Example:
+        >>> load_block("team-mlflow")  # doctest: +SKIP
+    """
+    block = MlflowCredentials.load(name)
+    assert isinstance(block, MlflowCredentials)
+    return block
+
+
+# a handle's "mlflow-credentials/<name>" reference loads the saved block, in any process
+register_loader(BLOCK_REFERENCE_KIND, load_block)

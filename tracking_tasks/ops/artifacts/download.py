@@ -92,8 +92,9 @@ def download_artifacts(
         ...     return str(download_artifacts(run_id, "best_checkpoint/checkpoint", "ckpt",
         ...                                   tracking_uri="http://127.0.0.1:5000"))
     """
+    credentials = None
     if isinstance(run, RunRef):
-        run_id, registry = run.run_id, run.registry_uri
+        run_id, registry, credentials = run.run_id, run.registry_uri, run.credentials
         uri = resolve_tracking_uri(tracking_uri or run.tracking_uri)
     else:
         run_id, registry = str(run), None
@@ -106,7 +107,12 @@ def download_artifacts(
     root = artifact_root(artifact_path)  # refuse a bad path before connecting
     dst = Path(dst_dir).expanduser().resolve()
     transport = open_transport(
-        run_id, uri, registry, timeout=request_timeout(timeout_seconds), pool_size=max_workers
+        run_id,
+        uri,
+        registry,
+        credentials=credentials,
+        timeout=request_timeout(timeout_seconds),
+        pool_size=max_workers,
     )
     with contextlib.closing(transport):
         return _download_with(

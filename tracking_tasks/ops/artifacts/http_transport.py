@@ -37,6 +37,8 @@ from tracking_tasks.ops.artifacts.transport import (
     repo_artifact_uri,
     safe_relpath,
 )
+from tracking_tasks.ops.client import ensure_credentials
+from tracking_tasks.ops.credentials import PROVIDER_NAME, authorization_for, is_refreshable
 from tracking_tasks.urls import is_http_uri, redact_uri
 
 if TYPE_CHECKING:
@@ -140,7 +142,9 @@ def _quickack_connection(base: type[Any]) -> type[Any]:
 class _Origin:
     """A urllib3 connection pool to one HTTP(S) origin, set up as MLflow's own client is.
 
-    Same credentials (``get_default_host_creds``: basic auth or bearer token, TLS
+    Same credentials (the scoped credential of the request's origin, see
+    ``tracking_tasks.ops.credentials``; else ``get_default_host_creds``: basic auth or
+    bearer token from MLflow's variables), TLS
     verification with ``MLFLOW_TRACKING_SERVER_CERT_PATH`` or requests' CA bundle,
     client certificate) and the same proxies (``HTTP(S)_PROXY`` / ``NO_PROXY``, by
     requests' rules). They are resolved once here: a ``requests.Session`` re-reads
@@ -229,17 +233,18 @@ class _Origin:
         """
         import urllib3
 
+        url = self.origin + target
+        sent = {**self.headers, **headers} if headers else dict(self.headers)
+        scoped = authorization_for(url)  # asked per request: a provider's token expires
+        if scoped is not None:
+            sent["Authorization"] = scoped
         try:
-            response = self.pool.urlopen(
-                method,
-                self.origin + target if self._absolute else target,
-                body=body,
-                headers={**self.headers, **headers} if headers else self.headers,
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=not stream,
-            )
+            response = self._send(method, url, target, body, sent, stream)
+            if response.status == 401 and is_refreshable(url) and isinstance(body, bytes | None):
+                # the server refused the token: ask its provider for a fresh one, once
+                response.drain_conn()
+                sent["Authorization"] = authorization_for(url, refresh=True) or ""
+                response = self._send(method, url, target, body, sent, stream)
         except urllib3.exceptions.HTTPError as exc:
             raise _classify(exc, what) from exc
         if response.status < 300:
@@ -257,6 +262,20 @@ class _Origin:
         if response.status == 404:
             raise ArtifactNotFoundError(message)
         raise ArtifactError(message)
+
+    def _send(
+        self, method: str, url: str, target: str, body: Any, headers: dict[str, str], stream: bool
+    ) -> urllib3.BaseHTTPResponse:
+        return self.pool.urlopen(
+            method,
+            url if self._absolute else target,
+            body=body,
+            headers=headers,
+            retries=False,
+            redirect=False,
+            assert_same_host=False,
+            preload_content=not stream,
+        )
 
     def get_json(self, target: str, what: str) -> dict[str, Any]:
         """GET ``target`` and parse the JSON answer (a 404's body included)."""
@@ -456,17 +475,20 @@ def open_transport(
     tracking_uri: str,
     registry_uri: str | None = None,
     *,
+    credentials: str | None = None,
     timeout: float = 120.0,
     pool_size: int = 8,
 ) -> Transport:
     """Pick the transport for a run: direct HTTP when its artifacts are served by the
     tracking server (``mlflow-artifacts:`` URIs) with basic or token auth, else MLflow's
-    artifact repository for that URI. Close it when done.
+    artifact repository for that URI. Close it when done. ``credentials`` (the run
+    handle's reference) is loaded first if this process has not yet done so.
 
     Raises:
         RunNotFoundError: the run does not exist.
         TransientArtifactError: the server could not be reached.
     """
+    ensure_credentials(credentials)
     if not is_http_uri(tracking_uri):
         return RepoTransport(repo_artifact_uri(run_id, tracking_uri, registry_uri), tracking_uri)
     from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
@@ -475,7 +497,8 @@ def open_transport(
     try:
         artifact_uri = _get_run_artifact_uri(origin, run_id, tracking_uri)
         creds = origin.creds
-        plain_auth = not (creds.auth or creds.aws_sigv4 or creds.use_databricks_sdk)
+        other_plugin = creds.auth and creds.auth != PROVIDER_NAME
+        plain_auth = not (other_plugin or creds.aws_sigv4 or creds.use_databricks_sdk)
         if plain_auth and (
             artifact_uri.startswith("mlflow-artifacts:") or _ARTIFACTS_API in artifact_uri
         ):

@@ -217,6 +217,7 @@ def upload_artifacts(
             run.run_id,
             run.tracking_uri,
             run.registry_uri,
+            credentials=run.credentials,
             timeout=request_timeout(timeout_seconds),
             pool_size=max_workers,
         )

@@ -1,0 +1,64 @@
+"""One process of the two-process credentials test: a handle from the parent, a flow, a
+plain server, all at once with the other process.
+
+Usage: ``python -m tests.credentials_worker '<json>'`` with ``ref`` (a RunRef made by the
+parent with a saved block: it carries the block's name, never its secret), ``block``,
+``plain_uri``, ``experiment`` and ``artifact_dir``. Prints one JSON line of results.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from prefect import flow
+
+from tracking_tasks import (
+    MlflowCredentials,
+    RunRef,
+    create_mlflow_run,
+    log_metrics,
+    log_params,
+    mlflow_state_hooks,
+    setup_mlflow,
+    upload_artifacts,
+)
+from tracking_tasks.ops.batching import log_params as plain_log_params
+from tracking_tasks.ops.lifecycle import end_mlflow_run
+
+
+@flow(**mlflow_state_hooks())
+def worker_flow(
+    block: str | None, tracking_uri: str | None, experiment: str, artifact_dir: str
+) -> dict[str, str]:
+    credentials = MlflowCredentials.load(block) if block else None
+    ctx = setup_mlflow(
+        experiment_name=experiment, tracking_uri=tracking_uri, credentials=credentials
+    )
+    run = create_mlflow_run(ctx, run_name="worker", config={"experiment": experiment})
+    log_params(run, {"experiment": experiment})
+    log_metrics(run, {"f1": 0.7}, step=0)
+    upload_artifacts(run, artifact_dir, "outputs")
+    return {"run_id": run.run_id}
+
+
+def main(raw: str) -> None:
+    args = json.loads(raw)
+    ref = RunRef.model_validate_json(args["ref"])
+    # no setup_mlflow here: the handle's reference loads the block where it is used
+    plain_log_params(ref, {"logged_by": "worker"})
+    end_mlflow_run(ref)
+    results: dict[str, object] = {"ref_run_id": ref.run_id, "flow_runs": []}
+    for block, uri in ((args["block"], None), (None, args["plain_uri"]), (args["block"], None)):
+        state = worker_flow(block, uri, args["experiment"], args["artifact_dir"], return_state=True)
+        assert state.is_completed(), state
+        flow_runs = results["flow_runs"]
+        assert isinstance(flow_runs, list)
+        flow_runs.append(
+            {"id": str(state.state_details.flow_run_id), "run_id": state.result()["run_id"]}
+        )
+    print(json.dumps(results), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
