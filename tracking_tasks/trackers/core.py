@@ -149,10 +149,12 @@ def open_stage_run(
     tags: Mapping[str, str] | None = None,
     resume_run_id: str | None = None,
     idempotency_key: str | None = None,
+    log_config: bool = True,
 ) -> RunRef:
     """Open (or, on a retry, find again) the stage's run and log its config as params.
 
-    ``resume_run_id``: a run an earlier flow run opened for this stage, reopened instead.
+    ``resume_run_id``: a run an earlier flow run opened for this stage, reopened instead
+    (its params are then the caller's to log: MLflow refuses to change one).
     """
     ctx = tracking_context(tracking)
     run = create_mlflow_run(
@@ -164,7 +166,7 @@ def open_stage_run(
         idempotency_key=idempotency_key or stage,
         resume_run_id=resume_run_id,
     )
-    if config:
+    if config and log_config:
         log_params(run, flatten_params(config))
     return run
 

@@ -1,7 +1,8 @@
-"""The seed's tracker classes, on the library's tasks: each ``start_*_run`` is a ``with`` block.
+"""What the seed-named tracker classes share: one experiment, ``start_*_run`` as a ``with`` block.
 
-``MLflowTrainingTracker``, ``MLflowBenchmarkTracker`` and ``MLflowConversionTracker``
-(and ``MLflowSweepTracker`` in ``trackers.sweep_tracker``) keep the seed's names and call
+``MLflowSweepTracker``, ``MLflowTrainingTracker``, ``MLflowBenchmarkTracker`` and
+``MLflowConversionTracker`` (each in its ``trackers.*_tracker`` module, as in the seed)
+keep the seed's names and call
 shapes so code moved from it runs, but every call goes through this library's tasks
 (``setup_mlflow``, ``create_mlflow_run``, ``log_params``, ``log_metrics``,
 ``upload_artifacts``...), in a flow or outside one. ``start_*_run`` opens the stage's

@@ -18,7 +18,7 @@ from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops.batching import RunLogger
 from tracking_tasks.ops.filters import and_, tag_equals
 from tracking_tasks.ops.lifecycle import end_mlflow_run as end_run
-from tracking_tasks.ops.search import find_mlflow_runs
+from tracking_tasks.ops.search import find_mlflow_runs, get_run_summary
 from tracking_tasks.tags import (
     PARENT_RUN_TAG,
     STAGE_TAG,
@@ -28,7 +28,7 @@ from tracking_tasks.tags import (
     trial_run_name,
 )
 from tracking_tasks.tasks.hooks import mlflow_state_hooks
-from tracking_tasks.tasks.runs import open_mlflow_run
+from tracking_tasks.tasks.runs import log_metrics, log_params, open_mlflow_run
 from tracking_tasks.trackers.core import (
     flatten_params,
     normalise_output,
@@ -296,22 +296,29 @@ def _optuna_sweep(
             f"mode {mode!r} contradicts study {study.study_name!r}, which is "
             f"{'maximising' if sweep.mode == 'max' else 'minimising'}: leave mode out"
         )
+    # n_trials is a target, not an identity: a later flow run may ask the study for more
     sweep_config = {
         "metric": metric,
         "mode": sweep.mode,
-        "n_trials": n_trials,
         "study_name": study.study_name,
         "sampler": type(study.sampler).__name__,
         "search_space": {k: repr(v) for k, v in sorted(sweep.search_space.items())},
     }
+    earlier = sweep.earlier_run_id()
     parent = open_stage_run(
         stage,
         context,
         sweep_config,
         run_name,
         tags={STUDY_TAG: study.study_name},
-        resume_run_id=sweep.earlier_run_id(),
+        resume_run_id=earlier,
+        log_config=earlier is None,
     )
+    if earlier is not None:  # params of the earlier attempts stay; new ones are added
+        logged = get_run_summary(parent.run_id, tracking_uri=context.tracking_uri).params
+        fresh = {k: v for k, v in flatten_params(sweep_config).items() if k not in logged}
+        if fresh:
+            log_params(parent, fresh)
     sweep.remember_run(parent)
     results, errors = sweep.run(parent)
     status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -332,6 +339,12 @@ def _optuna_sweep(
                 checkpoint=checkpoint_of(frozen),
             )
         )
+    counts = {
+        "n_trials": float(len(summaries)),
+        "n_completed_trials": float(sum(t.status == "FINISHED" for t in summaries)),
+        "n_pruned_trials": float(sum(t.status == "KILLED" for t in summaries)),
+    }
+    log_metrics(parent, counts)
     return finish_sweep(parent, summaries, metric, sweep.mode, checkpoint_artifact_path)
 
 
