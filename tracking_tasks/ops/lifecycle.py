@@ -21,7 +21,7 @@ from tracking_tasks.ops.runs import TERMINAL_STATUSES, RunStatus, get_run_info
 from tracking_tasks.tags import FINAL_STATE_TAG
 from tracking_tasks.urls import redact_uri
 
-__all__ = ["RunLocation", "end_mlflow_run", "end_runs"]
+__all__ = ["RunLocation", "end_mlflow_run", "end_runs", "terminate_run"]
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +142,39 @@ def end_runs(
         ]
         ended = [run_id for run_id, tag, end in writes if all([outcome(tag)[0], outcome(end)[0]])]
     return ended, errors
+
+
+def terminate_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
+    """End a run the caller opened and still holds, in one request (no status check).
+
+    ``end_mlflow_run`` first reads the status so it never overwrites a run something
+    else has ended; a caller that opened the run and has not let it go (a sweep's trial)
+    knows it is still RUNNING and saves that read.
+
+    Args:
+        run: The run handle.
+        status: ``FINISHED`` (default), ``FAILED`` or ``KILLED``.
+
+    Returns:
+        ``status``.
+
+    Raises:
+        InvalidArgumentError: ``status`` is not one of FINISHED, FAILED, KILLED.
+        RunNotFoundError: the run does not exist on its tracking server.
+        RunEndError: the server refused to end the run, or could not be reached.
+
+    Example:
+        >>> terminate_run(run, "KILLED")  # doctest: +SKIP
+        'KILLED'
+    """
+    if status not in TERMINAL_STATUSES:
+        raise InvalidArgumentError(
+            f"status {status!r} is not one of FINISHED, FAILED, KILLED: pass one of them"
+        )
+    with mlflow_errors(
+        f"could not end MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",
+        default=RunEndError,
+        not_found=RunNotFoundError,
+    ):
+        get_client(run.tracking_uri, run.registry_uri).set_terminated(run.run_id, status=status)
+    return status

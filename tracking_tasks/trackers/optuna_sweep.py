@@ -25,8 +25,9 @@ from tracking_tasks.errors import InvalidArgumentError, MissingExtraError, Stage
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.ops.batching import RunLogger, set_tags
 from tracking_tasks.ops.filters import tag_equals
+from tracking_tasks.ops.lifecycle import end_mlflow_run as end_run
+from tracking_tasks.ops.lifecycle import terminate_run
 from tracking_tasks.ops.runs import RunStatus
-from tracking_tasks.ops.runs import end_mlflow_run as end_run
 from tracking_tasks.ops.search import find_mlflow_runs
 from tracking_tasks.tags import (
     INTERRUPTED_ATTR,
@@ -164,7 +165,7 @@ def run_optuna_trial(
     except optuna.TrialPruned:
         study.tell(trial, state=state.PRUNED)
         set_tags(run, {PRUNED_TAG: "true"})
-        end_run(run, "KILLED")
+        terminate_run(run, "KILLED")
         return {
             "status": "KILLED",
             "metrics": {},
@@ -173,10 +174,10 @@ def run_optuna_trial(
         }
     except BaseException:
         study.tell(trial, state=state.FAIL)
-        end_run(run, "FAILED")
+        terminate_run(run, "FAILED")
         raise
     study.tell(trial, output.metrics[metric])
-    end_run(run, "FINISHED")
+    terminate_run(run, "FINISHED")
     return {
         "status": "FINISHED",
         "metrics": output.metrics,
