@@ -137,17 +137,20 @@ def run_optuna_trial(
         ...     return (x - 2) ** 2
     """
     optuna = import_optuna()
-    drawn = dict(trial.params)
-    run = open_mlflow_run(
-        context,
-        run_name=trial_run_name(number),
-        config=drawn or None,
-        parent_run_id=parent,
-        tags={STAGE_TAG: stage, TRIAL_INDEX_TAG: str(number)},
-        idempotency_key=f"trial-{number}",
-    )
-    trial.set_user_attr(TRIAL_RUN_ATTR, run.run_id)
     state = optuna.trial.TrialState
+    try:
+        run = open_mlflow_run(
+            context,
+            run_name=trial_run_name(number),
+            config=dict(trial.params) or None,
+            parent_run_id=parent,
+            tags={STAGE_TAG: stage, TRIAL_INDEX_TAG: str(number)},
+            idempotency_key=f"trial-{number}",
+        )
+        trial.set_user_attr(TRIAL_RUN_ATTR, run.run_id)
+    except BaseException:
+        study.tell(trial, state=state.FAIL)  # never left RUNNING in the study
+        raise
     try:
         with RunLogger(run) as log:
             try:
@@ -302,7 +305,8 @@ class OptunaSweep:
             frozen = by_number.get(int(number)) if number.isdigit() else None
             if frozen is None:
                 continue
-            status = "KILLED" if frozen.number in self.interrupted else statuses[frozen.state]
+            interrupted = frozen.number in self.interrupted
+            status = "KILLED" if interrupted else statuses.get(frozen.state, "KILLED")
             end_run(summary.to_ref(), status)
 
     def counted(self) -> int:
@@ -348,6 +352,7 @@ class OptunaSweep:
                 break
             done = next(as_completed(list(in_flight)))
             number = in_flight.pop(done)
+            done.wait()  # the final state, without asking the API
             state = done.state
             if state.is_completed():
                 results[number] = done.result()

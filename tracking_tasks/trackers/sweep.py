@@ -314,6 +314,7 @@ def _optuna_sweep(
         resume_run_id=earlier,
         log_config=earlier is None,
     )
+    logged: dict[str, str] = {}
     if earlier is not None:  # params of the earlier attempts stay; new ones are added
         logged = get_run_summary(parent.run_id, tracking_uri=context.tracking_uri).params
         fresh = {k: v for k, v in flatten_params(sweep_config).items() if k not in logged}
@@ -345,7 +346,9 @@ def _optuna_sweep(
         "n_pruned_trials": float(sum(t.status == "KILLED" for t in summaries)),
     }
     log_metrics(parent, counts)
-    return finish_sweep(parent, summaries, metric, sweep.mode, checkpoint_artifact_path)
+    return finish_sweep(
+        parent, summaries, metric, sweep.mode, checkpoint_artifact_path, logged_params=logged
+    )
 
 
 def _trial_run_id(context: TrackingContext, parent: RunRef, index: int) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +19,8 @@ from tracking_tasks.trackers.core import StageOutput, StageResult, flatten_param
 from tracking_tasks.trackers.training import upload_checkpoint
 
 __all__ = ["SweepResult", "TrialSummary", "finish_sweep", "pick_best"]
+
+log = logging.getLogger(__name__)
 
 
 class TrialSummary(BaseModel):
@@ -104,8 +108,14 @@ def finish_sweep(
     metric: str,
     mode: Literal["max", "min"],
     checkpoint_artifact_path: str,
+    logged_params: Mapping[str, str] | None = None,
 ) -> SweepResult:
-    """Rank the trials, table them, tag and log the best on the parent, upload its checkpoint."""
+    """Rank the trials, table them, tag and log the best on the parent, upload its checkpoint.
+
+    ``logged_params``: the params a resumed sweep's run already has. MLflow never changes
+    a param, so a ``best.*`` param an earlier attempt logged keeps its value (a warning
+    says so when the best has changed); the tags and ``best.*`` metrics are current.
+    """
     best = pick_best(summaries, metric, mode)
     create_markdown_artifact(
         markdown=f"### Sweep `{parent.run_name}` ranked by `{metric}` ({mode})\n\n"
@@ -120,7 +130,18 @@ def finish_sweep(
         )
     set_tags(parent, {BEST_RUN_TAG: best.run_id, BEST_TRIAL_TAG: str(best.index)})
     log_metrics(parent, {f"best.{k}": v for k, v in best.metrics.items()})
-    log_params(parent, {f"best.{k}": v for k, v in flatten_params(best.params).items()})
+    params = {f"best.{k}": v for k, v in flatten_params(best.params).items()}
+    kept = {k for k in params if k in (logged_params or {})}
+    if any(str(params[k]) != (logged_params or {})[k] for k in kept):
+        log.warning(
+            "The best trial of resumed sweep %s is now trial %d; its best.* params keep the "
+            "earlier best's values (MLflow never changes a param): read %s",
+            parent.run_id,
+            best.index,
+            BEST_TRIAL_TAG,
+        )
+    if fresh := {k: v for k, v in params.items() if k not in kept}:
+        log_params(parent, fresh)
     checkpoint = None
     if best.checkpoint is not None:
         checkpoint = upload_checkpoint(
