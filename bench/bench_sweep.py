@@ -7,9 +7,10 @@ One real ``mlflow server --workers 1`` on loopback, behind ``tests/faultproxy.py
 no fault (it only counts the requests it forwards). In one process run, the same study
 (TPE, same seed, same cheap objective: ``--work-ms`` of sleep, then ``(x - 2)^2``):
 
-- the library: a flow calling ``track_sweep(objective, study=..., n_trials=N,
-  max_concurrency=4)``: one parent run, one nested run per trial, each trial a Prefect
-  task (the flow's fixed cost included; Prefect's temporary API is warmed up first);
+- the library: ``track_sweep(objective, study=..., n_trials=N, max_concurrency=4)``
+  called as the top-level flow run: setup, one parent run, one nested run per trial,
+  each trial a Prefect task (the flow run's fixed cost included; Prefect's temporary
+  API is warmed up first);
 - raw: ``study.optimize(objective, n_trials=N, n_jobs=4,
   callbacks=[MLflowCallback(...)])`` (optuna-integration): one flat run per trial,
   logged by the callback after the trial (under its lock).
@@ -78,9 +79,8 @@ def main() -> None:
     import mlflow
     import optuna
     from optuna_integration.mlflow import MLflowCallback
-    from prefect import flow
 
-    from tracking_tasks import RunLogger, TrackingConfig, setup_mlflow, track_sweep
+    from tracking_tasks import RunLogger, TrackingConfig, track_sweep
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)  # MLflowCallback's deprecation
@@ -101,13 +101,13 @@ def main() -> None:
     proxy, proxy_proc = _proxy(server.url)
     try:
 
-        @flow(name="bench-sweep")
         def library_sweep(n_trials: int, experiment: str) -> int:
-            ctx = setup_mlflow(TrackingConfig(experiment_name=experiment, tracking_uri=proxy))
+            # track_sweep is itself a flow: called as the top-level flow run, as a
+            # script would; setup_mlflow runs inside it (TrackingConfig)
             result = track_sweep(
                 objective,
                 metric="value",
-                tracking=ctx,
+                tracking=TrackingConfig(experiment_name=experiment, tracking_uri=proxy),
                 study=study(),
                 n_trials=n_trials,
                 max_concurrency=PARALLEL,
