@@ -27,6 +27,7 @@ from tracking_tasks.tags import STAGE_TAG, stage_run_name
 from tracking_tasks.tasks.runs import create_mlflow_run, log_params
 from tracking_tasks.tasks.setup import setup_mlflow
 from tracking_tasks.trackers.core import flatten_params
+from tracking_tasks.urls import redact_uri
 
 __all__ = ["StageTracker", "note_ignored"]
 
@@ -78,6 +79,17 @@ class StageTracker:
         if self._context is None:
             self._context = setup_mlflow(self.tracking, experiment_name=self.experiment_name)
         return self._context
+
+    def log_tracking_info(self) -> str:
+        """Log (and return) where this tracker's runs go, the URI redacted (the seed's method).
+
+        Returns:
+            ``"<experiment> on <tracking URI>"``.
+        """
+        ctx = self.context()
+        where = f"{ctx.experiment_name} on {redact_uri(ctx.tracking_uri)}"
+        log.info("MLflow tracking: experiment %s", where)
+        return where
 
     def run_ref(self, run_id: str | RunRef) -> RunRef:
         """A handle on a run of this tracker's server, from its id."""
