@@ -130,3 +130,28 @@ def test_an_exception_ends_the_run_failed_outside_a_flow(
     from tracking_tasks import end_mlflow_run
 
     assert end_mlflow_run(plain) == "FINISHED"
+
+
+def test_an_omitted_context_falls_back_to_the_environment(
+    mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch, fluent_reset: None
+) -> None:
+    from tracking_tasks.handles import TrackingContext
+    from tracking_tasks.tasks.registry import RunRegistry
+    from tracking_tasks.tasks.runs import resolve_context
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "omitted-context")
+    fresh = RunRegistry()  # a process where setup_mlflow never ran
+    ctx = resolve_context(None, None, registry=fresh)
+    assert (ctx.tracking_uri, ctx.experiment_name) == (mlflow_server.url, "omitted-context")
+    last = TrackingContext(
+        tracking_uri="sqlite:///elsewhere.db", experiment_id="9", experiment_name="x",
+        config_hash="0" * 64,
+    )  # fmt: skip
+    fresh.remember_context(None, last)
+    assert resolve_context(None, "some-flow-run", registry=fresh) is last
+    mine = last.model_copy(update={"experiment_id": "10"})
+    fresh.remember_context("some-flow-run", mine)
+    assert resolve_context(None, "some-flow-run", registry=fresh) is mine
+    assert resolve_context(None, "another-flow-run", registry=fresh) is mine  # the process's
+    assert resolve_context(last, "some-flow-run", registry=fresh) is last

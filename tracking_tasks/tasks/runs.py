@@ -15,7 +15,7 @@ from tracking_tasks.ops import runs as plain
 from tracking_tasks.ops.fluent import RunHandle, enclosing_run
 from tracking_tasks.ops.setup import setup_mlflow
 from tracking_tasks.tags import DEPLOYMENT_NAME_TAG
-from tracking_tasks.tasks.registry import RUN_REGISTRY, Write
+from tracking_tasks.tasks.registry import RUN_REGISTRY, RunRegistry, Write
 from tracking_tasks.tasks.runtime import current_run_info, deployment_name
 
 __all__ = [
@@ -48,7 +48,12 @@ def _link_writer(ref: RunRef, flow_run_id: str, task_run_id: str | None) -> Writ
     return write
 
 
-def resolve_context(context: TrackingContext | None, flow_run_id: str | None) -> TrackingContext:
+def resolve_context(
+    context: TrackingContext | None,
+    flow_run_id: str | None,
+    *,
+    registry: RunRegistry = RUN_REGISTRY,
+) -> TrackingContext:
     """The context a call means: the one given, else the last ``setup_mlflow`` of this flow
     run, else of this process, else the plain ``setup_mlflow()`` (environment, then the
     embedded default).
@@ -56,6 +61,7 @@ def resolve_context(context: TrackingContext | None, flow_run_id: str | None) ->
     Args:
         context: The context given, or None.
         flow_run_id: The current Prefect flow run, if any.
+        registry: Where the last setups are remembered (a fresh one in tests).
 
     Returns:
         A ``TrackingContext``.
@@ -66,7 +72,7 @@ def resolve_context(context: TrackingContext | None, flow_run_id: str | None) ->
     """
     if context is not None:
         return context
-    return RUN_REGISTRY.last_context(flow_run_id) or setup_mlflow()
+    return registry.last_context(flow_run_id) or setup_mlflow()
 
 
 def open_mlflow_run(
