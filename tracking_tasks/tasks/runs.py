@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,8 @@ from tracking_tasks.ops.setup import setup_mlflow
 from tracking_tasks.tags import DEPLOYMENT_NAME_TAG
 from tracking_tasks.tasks.registry import RUN_REGISTRY, RunRegistry, Write
 from tracking_tasks.tasks.runtime import current_run_info, deployment_name
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "create_mlflow_run",
@@ -173,6 +176,15 @@ def open_mlflow_run(
             search=not info.is_first_attempt,
         )
         RUN_REGISTRY.remember_run(info.flow_run_id, opened.ref, plan.identity)
+    if info.is_first_attempt and opened.found_status in plain.TERMINAL_STATUSES:
+        # not a retry: the same identity asked twice in one flow run (a loop, say)
+        log.warning(
+            "MLflow run %s (%s) was already opened and ended in this flow run with the same "
+            "name, config and parent: reopened it. To open a run of its own each time, pass "
+            "an idempotency_key (a loop index) or a config that differs",
+            opened.ref.run_id,
+            opened.ref.run_name,
+        )
     if info.flow_run_id is not None and opened.ref.url is not None:
         RUN_REGISTRY.writer.submit(_link_writer(opened.ref, info.flow_run_id, info.task_run_id))
     return RunHandle.model_validate(opened.ref.model_dump())
