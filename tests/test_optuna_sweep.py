@@ -227,3 +227,37 @@ def test_a_sampler_makes_a_study_and_mode_must_agree(tracking_config: TrackingCo
 
     with pytest.raises(InvalidArgumentError, match="n_trials"):
         no_count()
+
+
+def test_a_trial_a_dead_attempt_left_running_is_asked_again(
+    tracking_config: TrackingConfig, tmp_path: Path
+) -> None:
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(
+        study_name="crashed", storage=storage, sampler=optuna.samplers.RandomSampler(seed=5)
+    )
+    stale = study.ask({"x": SPACE["x"]})  # an attempt that died with this trial running
+    seen: list[float] = []
+
+    def objective(trial: optuna.Trial, log: RunLogger) -> float:
+        seen.append(trial.params["x"])
+        return float(trial.params["x"])
+
+    @flow(**mlflow_state_hooks())
+    def hpo() -> Any:
+        return track_sweep(
+            objective,
+            metric="x",
+            tracking=tracking_config,
+            study=study,
+            search_space={"x": SPACE["x"]},
+            n_trials=3,
+        )
+
+    result = hpo()
+    reloaded = optuna.load_study(study_name="crashed", storage=storage)
+    assert [t.state.name for t in reloaded.trials] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert stale.params["x"] in seen  # its params were asked again
+    assert reloaded.user_attrs["tracking_tasks.interrupted"] == [0]
+    assert sorted(t.index for t in result.trials) == [1, 2, 3]  # the interrupted one is left out
+    assert sorted(_children(tracking_config, result.run.run_id)) == [1, 2, 3]
