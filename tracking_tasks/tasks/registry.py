@@ -332,6 +332,18 @@ class RunRegistry:
             if identity is not None:
                 memory.identities[identity] = ref.run_id
 
+    def release_run(self, flow_run_id: str | None, run_id: str) -> None:
+        """Forget a run its opener has ended itself: the flow run's hooks need not check it.
+
+        Its identity is kept, so a retry still finds the run again.
+        """
+        if flow_run_id is None:
+            return
+        with self._lock:
+            memory = self._memory.get(flow_run_id)
+            if memory is not None:
+                memory.runs.pop(run_id, None)
+
     def known_run_id(self, flow_run_id: str | None, identity: str | None) -> str | None:
         """The run this process already opened for ``identity`` in this flow run, if any."""
         if flow_run_id is None or identity is None:

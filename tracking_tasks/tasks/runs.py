@@ -27,6 +27,7 @@ __all__ = [
     "log_metrics",
     "log_params",
     "open_mlflow_run",
+    "release_run",
     "resolve_context",
     "set_tags",
 ]
@@ -188,6 +189,21 @@ def open_mlflow_run(
     if info.flow_run_id is not None and opened.ref.url is not None:
         RUN_REGISTRY.writer.submit(_link_writer(opened.ref, info.flow_run_id, info.task_run_id))
     return RunHandle.model_validate(opened.ref.model_dump())
+
+
+def release_run(run: RunRef) -> None:
+    """Tell the flow run's hooks that the caller has ended ``run`` itself.
+
+    The hooks check every run the flow run opened (one request each) before ending the
+    ones still RUNNING; a caller that ended its run (a sweep's trial) spares them that.
+
+    Args:
+        run: A run the caller opened with ``open_mlflow_run`` and has ended.
+
+    Example:
+        >>> release_run(run)  # doctest: +SKIP
+    """
+    RUN_REGISTRY.release_run(current_run_info().flow_run_id, run.run_id)
 
 
 # Idempotency is a lookup keyed on the flow run, not a task cache.

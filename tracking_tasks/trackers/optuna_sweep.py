@@ -40,7 +40,7 @@ from tracking_tasks.tags import (
     TRIAL_RUN_ATTR,
     trial_run_name,
 )
-from tracking_tasks.tasks.runs import open_mlflow_run
+from tracking_tasks.tasks.runs import open_mlflow_run, release_run
 from tracking_tasks.trackers.core import StageOutput, flatten_params
 
 __all__ = [
@@ -169,6 +169,7 @@ def run_optuna_trial(
         study.tell(trial, state=state.PRUNED)
         set_tags(run, {PRUNED_TAG: "true"})
         terminate_run(run, "KILLED")
+        release_run(run)
         return {
             "status": "KILLED",
             "metrics": {},
@@ -178,9 +179,11 @@ def run_optuna_trial(
     except BaseException:
         study.tell(trial, state=state.FAIL)
         terminate_run(run, "FAILED")
+        release_run(run)
         raise
     study.tell(trial, output.metrics[metric])
     terminate_run(run, "FINISHED")
+    release_run(run)
     return {
         "status": "FINISHED",
         "metrics": output.metrics,

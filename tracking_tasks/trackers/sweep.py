@@ -17,7 +17,7 @@ from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops.batching import RunLogger
 from tracking_tasks.ops.filters import and_, tag_equals
-from tracking_tasks.ops.lifecycle import end_mlflow_run as end_run
+from tracking_tasks.ops.lifecycle import terminate_run
 from tracking_tasks.ops.search import find_mlflow_runs, get_run_summary
 from tracking_tasks.tags import (
     PARENT_RUN_TAG,
@@ -28,7 +28,7 @@ from tracking_tasks.tags import (
     trial_run_name,
 )
 from tracking_tasks.tasks.hooks import mlflow_state_hooks
-from tracking_tasks.tasks.runs import log_metrics, log_params, open_mlflow_run
+from tracking_tasks.tasks.runs import log_metrics, log_params, open_mlflow_run, release_run
 from tracking_tasks.trackers.core import (
     flatten_params,
     normalise_output,
@@ -91,9 +91,11 @@ def run_trial(
             output = normalise_output(objective(dict(params), log), "objective")
             log.log_metrics(output.metrics)
     except Exception:
-        end_run(run, "FAILED")
+        terminate_run(run, "FAILED")
+        release_run(run)
         raise
-    end_run(run, "FINISHED")
+    terminate_run(run, "FINISHED")
+    release_run(run)
     return TrialSummary(
         index=index,
         params=dict(params),
