@@ -88,6 +88,7 @@ def open_mlflow_run(
     parent_run_id: str | RunRef | None = None,
     idempotency_key: str | None = None,
     resume_run_id: str | None = None,
+    link: bool = True,
 ) -> RunHandle:
     """Create an MLflow run, or find it again on a retry, and return its handle.
 
@@ -126,6 +127,8 @@ def open_mlflow_run(
         idempotency_key: Distinguishes runs that share name, config and parent.
         resume_run_id: A run an earlier flow run opened for the same work (a resumed
             Optuna study's sweep run), found again and reopened instead of a new one.
+        link: Publish the Prefect link artifact (False for a sweep's trials: 50 trials
+            would make 50 links, and the sweep's table lists them).
 
     Returns:
         A frozen ``RunHandle``: a ``RunRef`` (run_id, experiment_id, run_name,
@@ -186,7 +189,7 @@ def open_mlflow_run(
             opened.ref.run_id,
             opened.ref.run_name,
         )
-    if info.flow_run_id is not None and opened.ref.url is not None:
+    if link and info.flow_run_id is not None and opened.ref.url is not None:
         RUN_REGISTRY.writer.submit(_link_writer(opened.ref, info.flow_run_id, info.task_run_id))
     return RunHandle.model_validate(opened.ref.model_dump())
 

@@ -146,6 +146,7 @@ def run_optuna_trial(
             parent_run_id=parent,
             tags={STAGE_TAG: stage, TRIAL_INDEX_TAG: str(number)},
             idempotency_key=f"trial-{number}",
+            link=False,  # the sweep's markdown table lists the trials
         )
         trial.set_user_attr(TRIAL_RUN_ATTR, run.run_id)
     except BaseException:
