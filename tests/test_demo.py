@@ -52,7 +52,8 @@ def test_pipeline_demo_runs_every_stage(tmp_path: Path, repo_root: Path) -> None
     experiment = client.get_experiment_by_name("digits-pipeline")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     stages = {"sweep", "training", "benchmark", "conversion"}
-    assert stages | {f"trial-{i}" for i in range(4)} == set(runs)
+    assert stages | {f"trial-{i}" for i in range(12)} == set(runs)  # Optuna TPE, 12 trials
+    assert runs["sweep"].data.params["sampler"] == "TPESampler"
     assert {r.info.status for r in runs.values()} == {"FINISHED"}
     for stage in stages:
         assert runs[stage].info.run_id in out.stdout

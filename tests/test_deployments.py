@@ -78,7 +78,7 @@ def test_deploy_all_and_run_pipeline_through_a_worker(
         params = {
             "config": {
                 "experiment_name": tracking_config.experiment_name,
-                "alphas": [0.001, 0.01],
+                "n_trials": 2,
                 "sweep_epochs": 2,
                 "train_epochs": 3,
                 "benchmark_calls": 20,

@@ -13,7 +13,7 @@ from tracking_tasks.urls import experiment_url, run_url
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
-__all__ = ["RunRef", "RunSummary", "TrackingContext"]
+__all__ = ["RunRef", "RunSummary", "RunSummaryData", "RunSummaryInfo", "TrackingContext"]
 
 
 class TrackingContext(BaseModel):
@@ -105,8 +105,68 @@ class RunRef(BaseModel):
         return run_url(self.tracking_uri, self.experiment_id, self.run_id)
 
 
+class RunSummaryInfo(BaseModel):
+    """``RunSummary.info``: the run's identity and status, named as MLflow's ``RunInfo`` names them.
+
+    So code written against MLflow's ``Run`` (``run.info.run_id``, ``run.info.status``)
+    reads a ``RunSummary`` unchanged. Times are milliseconds since the epoch, as MLflow's.
+
+    Args:
+        run_id: MLflow run id.
+        run_name: The run's name.
+        experiment_id: The run's experiment id.
+        status: ``RUNNING``, ``SCHEDULED``, ``FINISHED``, ``FAILED`` or ``KILLED``.
+        lifecycle_stage: ``active`` or ``deleted``.
+        start_time: Start time in ms since the epoch, if known.
+        end_time: End time in ms since the epoch, None while it runs.
+
+    Example:
+        >>> RunSummaryInfo(run_id="abc", run_name="t", experiment_id="1", status="FINISHED").run_id
+        'abc'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str = Field(description="MLflow run id.")
+    run_name: str = Field(description="The run's name.")
+    experiment_id: str = Field(description="The run's experiment id.")
+    status: str = Field(description="The run's MLflow status.")
+    lifecycle_stage: str = Field(default="active", description="'active' or 'deleted'.")
+    start_time: int | None = Field(default=None, description="Start, ms since the epoch.")
+    end_time: int | None = Field(default=None, description="End, ms since the epoch.")
+
+    @property
+    def run_uuid(self) -> str:
+        """MLflow's older name of ``run_id``."""
+        return self.run_id
+
+
+class RunSummaryData(BaseModel):
+    """``RunSummary.data``: metrics, params and tags, named as MLflow's ``RunData`` names them.
+
+    Args:
+        metrics: Metric name -> latest value.
+        params: Param name -> value.
+        tags: Tag name -> value.
+
+    Example:
+        >>> RunSummaryData(metrics={"f1": 0.9}).metrics.get("f1")
+        0.9
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metrics: dict[str, float] = Field(default_factory=dict, description="Latest metric values.")
+    params: dict[str, str] = Field(default_factory=dict, description="Params.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags.")
+
+
 class RunSummary(BaseModel):
     """One MLflow run as a finder returns it: a frozen, picklable value.
+
+    It also reads as MLflow's ``Run`` does: ``run.info.run_id``, ``run.info.run_name``,
+    ``run.info.status``, ``run.data.metrics``, ``run.data.params``, ``run.data.tags``
+    (``info`` and ``data`` are small frozen views made on access, not stored).
 
     Args:
         run_id: MLflow run id.
@@ -126,8 +186,8 @@ class RunSummary(BaseModel):
     Example:
         >>> summary = RunSummary(run_id="abc", run_name="train", status="FINISHED",
         ...                      experiment_id="1", tracking_uri="http://127.0.0.1:5000")
-        >>> summary.to_ref().run_id
-        'abc'
+        >>> summary.to_ref().run_id, summary.info.status, summary.data.metrics
+        ('abc', 'FINISHED', {})
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -181,6 +241,24 @@ class RunSummary(BaseModel):
             url=run_url(tracking_uri, str(info.experiment_id), info.run_id),
         )
 
+    @property
+    def info(self) -> RunSummaryInfo:
+        """The run's identity and status, as MLflow's ``run.info`` names them."""
+        return RunSummaryInfo(
+            run_id=self.run_id,
+            run_name=self.run_name,
+            experiment_id=self.experiment_id,
+            status=self.status,
+            lifecycle_stage=self.lifecycle_stage,
+            start_time=_ms(self.start_time),
+            end_time=_ms(self.end_time),
+        )
+
+    @property
+    def data(self) -> RunSummaryData:
+        """The run's metrics, params and tags, as MLflow's ``run.data`` names them."""
+        return RunSummaryData(metrics=self.metrics, params=self.params, tags=self.tags)
+
     def to_ref(self) -> RunRef:
         """Return a ``RunRef`` for this run, to log to it with the logging tasks.
 
@@ -204,3 +282,7 @@ class RunSummary(BaseModel):
 
 def _time(ms: int | None) -> dt.datetime | None:
     return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def _ms(when: dt.datetime | None) -> int | None:
+    return None if when is None else round(when.timestamp() * 1000)

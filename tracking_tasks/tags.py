@@ -1,10 +1,12 @@
 """Every tag key the library writes or reads, and the run-naming rule.
 
 A tag key is spelled here once; every module that writes or filters on a tag imports
-it from here. Keys fall in four families:
+it from here. Keys fall in four families (plus the Optuna attribute keys at the end):
 
 - the stage tag ``stage`` (what the seed's filters ``tags.stage='hpo'`` expect), set by
-  every stage tracker and read by ``find_run_by_config_hash(..., stage=...)``;
+  every stage tracker and read by ``find_run_by_config_hash(..., stage=...)``; its value
+  is the tracker's stage name (``STAGES``), or the seed's (``SEED_STAGE_NAMES``) for the
+  seed-named tracker classes, or any name given as ``stage=``;
 - ``tracking_tasks.*``: the library's own bookkeeping (config hash, run identity,
   lineage, a sweep's best trial);
 - ``prefect.*``: the Prefect flow run, flow, deployment and task run a run was opened
@@ -25,13 +27,21 @@ __all__ = [
     "FLOW_RUN_NAME_TAG",
     "FLOW_RUN_TAG",
     "IDENTITY_TAG",
+    "INTERRUPTED_ATTR",
     "LINEAGE_TAG_PREFIX",
     "MACHINE_TAG_PREFIX",
     "PARENT_RUN_TAG",
+    "PRUNED_TAG",
+    "REFIT_COMPLETED_TAG",
+    "SEED_STAGE_NAMES",
     "STAGES",
     "STAGE_TAG",
+    "STUDY_TAG",
+    "SWEEP_RUN_ATTR",
     "TASK_RUN_TAG",
+    "TRIAL_CHECKPOINT_ATTR",
     "TRIAL_INDEX_TAG",
+    "TRIAL_RUN_ATTR",
     "lineage_tag",
     "stage_run_name",
     "trial_run_name",
@@ -42,6 +52,10 @@ __all__ = [
 STAGE_TAG = "stage"
 #: The stage names the trackers write.
 STAGES = ("sweep", "sweep-trial", "training", "benchmark", "conversion")
+#: The stage names the seed-named tracker classes (``MLflowSweepTracker``...) write by
+#: default, where the seed's differ from ``STAGES``: the seed's filters say
+#: ``tags.stage='hpo'``. Any tracker takes ``stage=`` to write another name.
+SEED_STAGE_NAMES = {"sweep": "hpo", "sweep-trial": "hpo-trial"}
 
 #: ``config_hash`` of the config a run was created for (64 hex digits).
 CONFIG_HASH_TAG = "tracking_tasks.config_hash"
@@ -53,8 +67,14 @@ LINEAGE_TAG_PREFIX = "tracking_tasks.lineage."
 BEST_RUN_TAG = "tracking_tasks.best_run_id"
 #: On a sweep's run: the index of its best trial.
 BEST_TRIAL_TAG = "tracking_tasks.best_trial"
-#: On a trial's run: its index in the sweep.
+#: On a trial's run: its index in the sweep (an Optuna sweep: the trial's ``number``).
 TRIAL_INDEX_TAG = "tracking_tasks.trial_index"
+#: On a pruned trial's run (ended KILLED): ``true``.
+PRUNED_TAG = "tracking_tasks.pruned"
+#: On an Optuna sweep's run: the study's name.
+STUDY_TAG = "tracking_tasks.optuna_study"
+#: On a run a refit checkpoint went to: ``true`` or ``false`` (the seed's ``refit_ok``).
+REFIT_COMPLETED_TAG = "tracking_tasks.refit_completed"
 #: ``machine.*``: where a benchmark ran (python, platform, cpu_count, processor).
 MACHINE_TAG_PREFIX = "machine."
 
@@ -75,6 +95,19 @@ FINAL_STATE_TAG = "prefect.final_state"
 
 #: MLflow's own parent tag: the UI nests a run under this run id.
 PARENT_RUN_TAG = "mlflow.parentRunId"
+
+# Optuna attributes (kept in the study's storage, not in MLflow), so a resumed study
+# finds its MLflow runs again.
+
+#: Study user attribute: the sweep's MLflow run (JSON: tracking URI, experiment, run id).
+SWEEP_RUN_ATTR = "tracking_tasks.sweep_run"
+#: Trial user attribute: the trial's MLflow run id.
+TRIAL_RUN_ATTR = "tracking_tasks.mlflow_run_id"
+#: Trial user attribute: the local checkpoint the objective returned, if any.
+TRIAL_CHECKPOINT_ATTR = "tracking_tasks.checkpoint"
+#: Study user attribute: the numbers of trials an attempt that died left RUNNING, failed
+#: on resume (their params are asked again); they do not count toward ``n_trials``.
+INTERRUPTED_ATTR = "tracking_tasks.interrupted"
 
 
 def lineage_tag(role: str) -> str:

@@ -203,6 +203,7 @@ class _IdentityLock:
 class _FlowRunMemory:
     """What this process opened under one flow run."""
 
+    context: TrackingContext | None = None  # the last setup_mlflow's
     locations: set[RunLocation] = field(default_factory=set)
     runs: dict[str, RunLocation] = field(default_factory=dict)  # run id -> location
     identities: dict[str, str] = field(default_factory=dict)  # identity tag -> run id
@@ -245,6 +246,7 @@ class RunRegistry:
         self._lock = threading.Lock()
         self._identity_locks: dict[str, _IdentityLock] = {}
         self._identity_guard = threading.Lock()
+        self._last_context: TrackingContext | None = None  # the process's last setup
 
     @contextlib.contextmanager
     def identity_lock(self, identity: str | None) -> Iterator[None]:
@@ -299,6 +301,26 @@ class RunRegistry:
             writer = self._label_writer
             self.writer.submit(lambda client: writer(client, flow_run_id, key, value))
 
+    def remember_context(self, flow_run_id: str | None, context: TrackingContext) -> None:
+        """Record the context the last ``setup_mlflow`` of a flow run (and of the process) gave."""
+        with self._lock:
+            self._last_context = context
+            if flow_run_id is not None:
+                self._flow_run(flow_run_id).context = context
+
+    def last_context(self, flow_run_id: str | None) -> TrackingContext | None:
+        """The last ``setup_mlflow`` context of this flow run, else of this process, else None.
+
+        Example:
+            >>> RunRegistry().last_context("flow-run-1") is None
+            True
+        """
+        with self._lock:
+            memory = self._memory.get(flow_run_id) if flow_run_id is not None else None
+            if memory is not None and memory.context is not None:
+                return memory.context
+            return self._last_context
+
     def remember_run(self, flow_run_id: str | None, ref: RunRef, identity: str | None) -> None:
         """Record a run opened under a flow run, so its hooks can end it by id."""
         if flow_run_id is None:
@@ -309,6 +331,18 @@ class RunRegistry:
             memory.runs[ref.run_id] = location_of(ref)
             if identity is not None:
                 memory.identities[identity] = ref.run_id
+
+    def release_run(self, flow_run_id: str | None, run_id: str) -> None:
+        """Forget a run its opener has ended itself: the flow run's hooks need not check it.
+
+        Its identity is kept, so a retry still finds the run again.
+        """
+        if flow_run_id is None:
+            return
+        with self._lock:
+            memory = self._memory.get(flow_run_id)
+            if memory is not None:
+                memory.runs.pop(run_id, None)
 
     def known_run_id(self, flow_run_id: str | None, identity: str | None) -> str | None:
         """The run this process already opened for ``identity`` in this flow run, if any."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -12,9 +13,13 @@ from prefect.cache_policies import NO_CACHE
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.ops import batching, lifecycle
 from tracking_tasks.ops import runs as plain
+from tracking_tasks.ops.fluent import RunHandle, enclosing_run
+from tracking_tasks.ops.setup import setup_mlflow
 from tracking_tasks.tags import DEPLOYMENT_NAME_TAG
-from tracking_tasks.tasks.registry import RUN_REGISTRY, Write
+from tracking_tasks.tasks.registry import RUN_REGISTRY, RunRegistry, Write
 from tracking_tasks.tasks.runtime import current_run_info, deployment_name
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "create_mlflow_run",
@@ -22,6 +27,8 @@ __all__ = [
     "log_metrics",
     "log_params",
     "open_mlflow_run",
+    "release_run",
+    "resolve_context",
     "set_tags",
 ]
 
@@ -45,15 +52,44 @@ def _link_writer(ref: RunRef, flow_run_id: str, task_run_id: str | None) -> Writ
     return write
 
 
+def resolve_context(
+    context: TrackingContext | None,
+    flow_run_id: str | None,
+    *,
+    registry: RunRegistry = RUN_REGISTRY,
+) -> TrackingContext:
+    """The context a call means: the one given, else the last ``setup_mlflow`` of this flow
+    run, else of this process, else the plain ``setup_mlflow()`` (environment, then the
+    embedded default).
+
+    Args:
+        context: The context given, or None.
+        flow_run_id: The current Prefect flow run, if any.
+        registry: Where the last setups are remembered (a fresh one in tests).
+
+    Returns:
+        A ``TrackingContext``.
+
+    Example:
+        >>> resolve_context(ctx, None) is ctx  # doctest: +SKIP
+        True
+    """
+    if context is not None:
+        return context
+    return registry.last_context(flow_run_id) or setup_mlflow()
+
+
 def open_mlflow_run(
-    context: TrackingContext,
+    context: TrackingContext | None = None,
     run_name: str | None = None,
     *,
     tags: Mapping[str, Any] | None = None,
     config: Any = None,
     parent_run_id: str | RunRef | None = None,
     idempotency_key: str | None = None,
-) -> RunRef:
+    resume_run_id: str | None = None,
+    link: bool = True,
+) -> RunHandle:
     """Create an MLflow run, or find it again on a retry, and return its handle.
 
     Inside a flow run a run's identity is (flow run, experiment, run name, config hash,
@@ -69,20 +105,34 @@ def open_mlflow_run(
     returned handle to the logging tasks. Outside Prefect, use
     ``tracking_tasks.ops.runs.create_mlflow_run``.
 
+    The handle is also a ``with`` block (a ``RunHandle``): inside it the run is MLflow's
+    active run in this thread, so fluent ``mlflow.log_*`` calls land in it; leaving the
+    block ends it FINISHED, an exception ends it FAILED (and propagates). A run opened
+    inside such a block, in the same thread, is nested under the block's run unless
+    ``parent_run_id`` names another. The context may be omitted: the last
+    ``setup_mlflow`` of this flow run (else of this process) is used, else the
+    environment and the embedded default, as ``setup_mlflow()`` resolves them.
+
     ``open_mlflow_run`` is the task's body, for code already inside a task (a sweep's
     trial) that opens a run without a nested task run.
 
     Args:
-        context: From ``setup_mlflow``.
+        context: From ``setup_mlflow``; None: see above.
         run_name: The run's name; MLflow picks one if None.
         tags: Extra tags (on top of the context's default tags).
         config: The stage config (dict, pydantic model, dataclass); its ``config_hash``
             is tagged as ``tracking_tasks.config_hash``.
-        parent_run_id: Parent run (id or handle) to nest this run under.
+        parent_run_id: Parent run (id or handle) to nest this run under (None: the
+            enclosing ``with`` block's run in this thread, if any).
         idempotency_key: Distinguishes runs that share name, config and parent.
+        resume_run_id: A run an earlier flow run opened for the same work (a resumed
+            Optuna study's sweep run), found again and reopened instead of a new one.
+        link: Publish the Prefect link artifact (False for a sweep's trials: 50 trials
+            would make 50 links, and the sweep's table lists them).
 
     Returns:
-        A frozen ``RunRef`` (run_id, experiment_id, run_name, tracking_uri, ...).
+        A frozen ``RunHandle``: a ``RunRef`` (run_id, experiment_id, run_name,
+        tracking_uri, ...) that is also a ``with`` block.
 
     Raises:
         TrackingConfigError: ``context`` is not a ``TrackingContext``.
@@ -98,8 +148,14 @@ def open_mlflow_run(
         ...     ctx = setup_mlflow(experiment_name="ner")
         ...     run = create_mlflow_run(ctx, run_name="train", config={"lr": lr})
         ...     log_params(run, {"lr": lr})
+        ...     import mlflow
+        ...     with create_mlflow_run(run_name="fluent"):  # the context of setup_mlflow above
+        ...         mlflow.log_metric("f1", 0.85)  # lands in the "fluent" run
     """
     info = current_run_info()
+    context = resolve_context(context, info.flow_run_id)
+    if parent_run_id is None and (outer := enclosing_run()) is not None:
+        parent_run_id = outer
     scope_tags = info.tags()
     deployment = deployment_name(info.deployment_id)
     if deployment:
@@ -117,15 +173,40 @@ def open_mlflow_run(
     with RUN_REGISTRY.identity_lock(plan.identity):
         opened = plain.open_run(
             plan,
-            known_run_id=RUN_REGISTRY.known_run_id(info.flow_run_id, plan.identity),
+            known_run_id=RUN_REGISTRY.known_run_id(info.flow_run_id, plan.identity)
+            or resume_run_id,
             # an earlier attempt (a task or flow retry, maybe in another process) can
             # only exist when Prefect counts more than one run of the task or the flow
             search=not info.is_first_attempt,
         )
         RUN_REGISTRY.remember_run(info.flow_run_id, opened.ref, plan.identity)
-    if info.flow_run_id is not None and opened.ref.url is not None:
+    if info.is_first_attempt and opened.found_status in plain.TERMINAL_STATUSES:
+        # not a retry: the same identity asked twice in one flow run (a loop, say)
+        log.warning(
+            "MLflow run %s (%s) was already opened and ended in this flow run with the same "
+            "name, config and parent: reopened it. To open a run of its own each time, pass "
+            "an idempotency_key (a loop index) or a config that differs",
+            opened.ref.run_id,
+            opened.ref.run_name,
+        )
+    if link and info.flow_run_id is not None and opened.ref.url is not None:
         RUN_REGISTRY.writer.submit(_link_writer(opened.ref, info.flow_run_id, info.task_run_id))
-    return opened.ref
+    return RunHandle.model_validate(opened.ref.model_dump())
+
+
+def release_run(run: RunRef) -> None:
+    """Tell the flow run's hooks that the caller has ended ``run`` itself.
+
+    The hooks check every run the flow run opened (one request each) before ending the
+    ones still RUNNING; a caller that ended its run (a sweep's trial) spares them that.
+
+    Args:
+        run: A run the caller opened with ``open_mlflow_run`` and has ended.
+
+    Example:
+        >>> release_run(run)  # doctest: +SKIP
+    """
+    RUN_REGISTRY.release_run(current_run_info().flow_run_id, run.run_id)
 
 
 # Idempotency is a lookup keyed on the flow run, not a task cache.

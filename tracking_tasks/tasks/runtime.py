@@ -149,7 +149,11 @@ def in_run() -> bool:
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
-    """Prefect's run logger inside a run, else Prefect's ``prefect.tracking_tasks`` logger.
+    """Prefect's run logger inside a flow run, else Prefect's ``prefect.tracking_tasks`` logger.
+
+    A task run outside any flow run (a task called from a script) has no flow run to
+    send its logs to: its lines go to the ``prefect.tracking_tasks`` logger, instead of
+    Prefect's warning that it cannot send them.
 
     Returns:
         A logger.
@@ -158,7 +162,11 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter[Any]:
         >>> run_logger().name
         'prefect.tracking_tasks'
     """
-    return get_run_logger() if in_run() else get_logger("tracking_tasks")
+    task_ctx = TaskRunContext.get()
+    in_flow_run = FlowRunContext.get() is not None or (
+        task_ctx is not None and task_ctx.task_run.flow_run_id is not None
+    )
+    return get_run_logger() if in_flow_run else get_logger("tracking_tasks")
 
 
 class RunLogForwarder(logging.Handler):

@@ -17,7 +17,8 @@ __all__ = ["setup_mlflow"]
 
 
 def _after_setup(tsk: Any, task_run: Any, state: Any) -> None:
-    """Remember where the flow run tracks (for its hooks); re-point MLflow on a cache hit.
+    """Remember where the flow run tracks (for its hooks and for calls that omit the
+    context); re-point MLflow on a cache hit.
 
     A cache hit skips the body, which is what points MLflow's fluent API at the
     experiment and scopes the credentials; the process may be a new one (a retried flow
@@ -31,6 +32,7 @@ def _after_setup(tsk: Any, task_run: Any, state: Any) -> None:
         point_fluent_api(context)
     flow_run_id = str(task_run.flow_run_id) if task_run.flow_run_id else None
     RUN_REGISTRY.remember_location(flow_run_id, context)
+    RUN_REGISTRY.remember_context(flow_run_id, context)
 
 
 setup_mlflow = task(

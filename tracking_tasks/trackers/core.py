@@ -13,7 +13,7 @@ from tracking_tasks.config.models import TrackingConfig
 from tracking_tasks.errors import StageOutputError, TrackingConfigError
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.ops.batching import RunLogger
-from tracking_tasks.tags import STAGE_TAG, lineage_tag
+from tracking_tasks.tags import STAGE_TAG, lineage_tag, stage_run_name
 from tracking_tasks.tasks.runs import create_mlflow_run, log_params
 from tracking_tasks.tasks.setup import setup_mlflow
 
@@ -147,18 +147,26 @@ def open_stage_run(
     *,
     parent_run_id: str | None = None,
     tags: Mapping[str, str] | None = None,
+    resume_run_id: str | None = None,
+    idempotency_key: str | None = None,
+    log_config: bool = True,
 ) -> RunRef:
-    """Open (or, on a retry, find again) the stage's run and log its config as params."""
+    """Open (or, on a retry, find again) the stage's run and log its config as params.
+
+    ``resume_run_id``: a run an earlier flow run opened for this stage, reopened instead
+    (its params are then the caller's to log: MLflow refuses to change one).
+    """
     ctx = tracking_context(tracking)
     run = create_mlflow_run(
         ctx,
-        run_name=run_name,
+        run_name=stage_run_name(stage, run_name),
         config=config,
         tags={STAGE_TAG: stage, **(tags or {})},
         parent_run_id=parent_run_id,
-        idempotency_key=stage,
+        idempotency_key=idempotency_key or stage,
+        resume_run_id=resume_run_id,
     )
-    if config:
+    if config and log_config:
         log_params(run, flatten_params(config))
     return run
 

@@ -1,94 +1,44 @@
-"""track_sweep: a parent run and one nested child run per trial, trials run concurrently."""
+"""track_sweep: a parent run and one nested child run per trial, trials run concurrently.
+
+The trials are a list of params, or proposed by an Optuna sampler (``trackers.optuna_sweep``).
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
 
 from tracking_tasks.config.models import TrackingConfig
-from tracking_tasks.errors import InvalidArgumentError, SweepFailedError
+from tracking_tasks.errors import InvalidArgumentError
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops.batching import RunLogger
 from tracking_tasks.ops.filters import and_, tag_equals
-from tracking_tasks.ops.lifecycle import end_mlflow_run as end_run
-from tracking_tasks.ops.search import find_mlflow_runs
+from tracking_tasks.ops.lifecycle import terminate_run
+from tracking_tasks.ops.search import find_mlflow_runs, get_run_summary
 from tracking_tasks.tags import (
-    BEST_RUN_TAG,
-    BEST_TRIAL_TAG,
     PARENT_RUN_TAG,
     STAGE_TAG,
+    STUDY_TAG,
     TRIAL_INDEX_TAG,
+    TRIAL_RUN_ATTR,
     trial_run_name,
 )
 from tracking_tasks.tasks.hooks import mlflow_state_hooks
-from tracking_tasks.tasks.runs import log_metrics, log_params, open_mlflow_run, set_tags
+from tracking_tasks.tasks.runs import log_metrics, log_params, open_mlflow_run, release_run
 from tracking_tasks.trackers.core import (
-    StageOutput,
-    StageResult,
     flatten_params,
     normalise_output,
     open_stage_run,
     tracking_context,
 )
-from tracking_tasks.trackers.training import upload_checkpoint
+from tracking_tasks.trackers.optuna_sweep import OptunaSweep, checkpoint_of, import_optuna
+from tracking_tasks.trackers.sweep_results import SweepResult, TrialSummary, finish_sweep
 
 __all__ = ["SweepResult", "TrialSummary", "run_trial", "track_sweep"]
-
-
-class TrialSummary(BaseModel):
-    """One trial of a sweep: its params, its run, and how it went.
-
-    Args:
-        index: Position in the sweep's trial list.
-        params: The trial's params.
-        run_id: The trial's MLflow run (nested under the sweep's run).
-        status: ``FINISHED`` or ``FAILED``.
-        metrics: Final metrics the objective returned.
-        error: The error of a failed trial.
-        checkpoint: Local checkpoint the objective returned, if any.
-
-    Example:
-        >>> TrialSummary(index=0, params={"C": 1.0}, run_id="r", status="FINISHED").status
-        'FINISHED'
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    index: int = Field(description="Position in the trial list.")
-    params: dict[str, Any] = Field(description="The trial's params.")
-    run_id: str = Field(description="The trial's nested MLflow run.")
-    status: Literal["FINISHED", "FAILED"] = Field(description="How the trial ended.")
-    metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics.")
-    error: str | None = Field(default=None, description="Error of a failed trial.")
-    checkpoint: Path | None = Field(default=None, description="Local checkpoint, if any.")
-
-
-class SweepResult(StageResult):
-    """``StageResult`` of a sweep: every trial and the best one.
-
-    Args:
-        metric: The metric trials were ranked by.
-        mode: ``max`` or ``min``.
-        trials: Every trial, in trial-list order.
-        best: The best finished trial that reported the metric.
-
-    Example:
-        >>> SweepResult.model_fields["mode"].annotation
-        typing.Literal['max', 'min']
-    """
-
-    metric: str = Field(description="Ranking metric.")
-    mode: Literal["max", "min"] = Field(description="Whether higher or lower is better.")
-    trials: list[TrialSummary] = Field(description="Every trial, in order.")
-    best: TrialSummary = Field(description="The best trial.")
 
 
 @task(name="run_trial", cache_policy=NO_CACHE, task_run_name="trial-{index}")  # user code
@@ -99,6 +49,7 @@ def run_trial(
     index: int,
     params: dict[str, Any],
     run_name_prefix: str = "trial",
+    stage: str = "sweep-trial",
 ) -> TrialSummary:
     """Run one trial in its own run nested under the sweep's run.
 
@@ -113,6 +64,7 @@ def run_trial(
         index: The trial's position (names the run ``trial-<index>``).
         params: The trial's params, logged on its run.
         run_name_prefix: Prefix of the trial run names.
+        stage: The stage tag of the trial's run.
 
     Returns:
         A ``TrialSummary``.
@@ -130,7 +82,7 @@ def run_trial(
         run_name=trial_run_name(index, run_name_prefix),
         config=params,
         parent_run_id=parent,
-        tags={STAGE_TAG: "sweep-trial", TRIAL_INDEX_TAG: str(index)},
+        tags={STAGE_TAG: stage, TRIAL_INDEX_TAG: str(index)},
         idempotency_key=f"trial-{index}",
     )
     try:
@@ -139,9 +91,11 @@ def run_trial(
             output = normalise_output(objective(dict(params), log), "objective")
             log.log_metrics(output.metrics)
     except Exception:
-        end_run(run, "FAILED")
+        terminate_run(run, "FAILED")
+        release_run(run)
         raise
-    end_run(run, "FINISHED")
+    terminate_run(run, "FINISHED")
+    release_run(run)
     return TrialSummary(
         index=index,
         params=dict(params),
@@ -152,73 +106,75 @@ def run_trial(
     )
 
 
-def _pick_best(trials: list[TrialSummary], metric: str, mode: str) -> TrialSummary | None:
-    scored = [
-        t
-        for t in trials
-        if t.status == "FINISHED" and metric in t.metrics and not math.isnan(t.metrics[metric])
-    ]
-    if not scored:
-        return None
-    sign = 1 if mode == "max" else -1
-    # best value first; ties go to the earliest trial, so the choice is deterministic
-    return min(scored, key=lambda t: (-sign * t.metrics[metric], t.index))
-
-
-def _markdown(trials: list[TrialSummary], best: TrialSummary | None, metric: str) -> str:
-    keys = sorted({k for t in trials for k in t.params})
-    head = ["trial", *keys, metric, "status", "run"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for t in trials:
-        value = t.metrics.get(metric)
-        mark = " **best**" if best is not None and t.index == best.index else ""
-        cells = [
-            f"{t.index}{mark}",
-            *(str(t.params.get(k, "")) for k in keys),
-            "" if value is None else f"{value:.6g}",
-            t.status if t.error is None else f"{t.status}: {t.error[:80]}",
-            f"`{t.run_id}`",
-        ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines)
-
-
 @flow(name="track_sweep", **mlflow_state_hooks())
 def track_sweep(
-    objective: Callable[[dict[str, Any], RunLogger], Any],
-    trials: Sequence[Mapping[str, Any]],
-    metric: str,
-    mode: Literal["max", "min"] = "max",
+    objective: Callable[[Any, RunLogger], Any],
+    trials: Sequence[Mapping[str, Any]] | None = None,
+    metric: str | None = None,
+    mode: Literal["max", "min"] | None = None,
     tracking: TrackingContext | TrackingConfig | None = None,
     *,
+    study: Any = None,
+    sampler: Any = None,
+    search_space: Mapping[str, Any] | None = None,
+    n_trials: int | None = None,
+    max_concurrency: int = 4,
+    callbacks: Sequence[Callable[[Any, Any], None]] | None = None,
     run_name: str = "sweep",
+    stage: str = "sweep",
     checkpoint_artifact_path: str = "best_checkpoint",
 ) -> SweepResult:
     """Track a hyper-parameter sweep as a subflow: one parent run, one child per trial.
 
+    The trials are either a list of params (``trials``), or proposed by Optuna: pass a
+    ``study`` (or a ``sampler``, and a new in-memory study is made) with ``n_trials``.
     Trials are Prefect tasks submitted to the flow's task runner, so they run
-    concurrently; each gets its own nested run, params and metrics. The best finished
-    trial by ``metric`` and ``mode`` (ties: the earliest trial) is tagged on the parent
+    concurrently; each gets its own nested run (tagged ``stage=<stage>-trial`` and
+    ``tracking_tasks.trial_index``), params and metrics. The best finished trial by
+    ``metric`` and ``mode`` (ties: the earliest trial) is tagged on the parent
     (``tracking_tasks.best_run_id``), its metrics and params are logged on the parent
     as ``best.*``, its checkpoint (if the objective returned one) is uploaded to the
     parent with the artifact retries, and a Prefect markdown artifact tables every trial.
     A failed trial is FAILED in MLflow and does not sink the sweep; if every trial
     fails, the sweep fails.
 
+    **Optuna.** The objective is ``objective(trial, log)``: an ``optuna.Trial`` (with a
+    ``search_space``, its params are drawn before it runs; else call
+    ``trial.suggest_*``) and a ``RunLogger``; it returns the value of ``metric``, a
+    mapping of final metrics, or a ``StageOutput``. At most ``max_concurrency`` trials
+    run at once; the sampler proposes each new one from the trials told so far.
+    ``optuna.TrialPruned`` ends a trial's run KILLED, tagged ``tracking_tasks.pruned``.
+    ``mode`` follows the study's direction. ``n_trials`` is how many finished trials
+    the study should have when the sweep returns: a retried subflow, or a later flow
+    run on the same study (RDB storage), resumes it; finished trials are neither run
+    nor logged again, and the same MLflow sweep run is reopened. One sweep per study at
+    a time: a trial found RUNNING is taken for one an earlier attempt left behind.
+    ``callbacks`` are called as Optuna's, ``callback(study, frozen_trial)``, after each
+    trial; one that raises stops the sweep once the trials in flight have finished.
+
     Args:
-        objective: ``objective(params, log) -> {metric: value} | StageOutput``.
-        trials: The params of each trial.
-        metric: The metric to rank trials by.
-        mode: ``max`` (default) or ``min``.
+        objective: ``objective(params, log)`` for a list; ``objective(trial, log)`` for Optuna.
+        trials: The params of each trial (a list sweep).
+        metric: The metric to rank trials by (Optuna: the value the study optimises).
+        mode: ``max`` (default) or ``min``; for Optuna, the study's direction.
         tracking: A ``TrackingContext`` or ``TrackingConfig``.
+        study: An ``optuna.Study`` (its sampler and storage are used as they are).
+        sampler: An Optuna sampler, for a new in-memory study (``mode`` gives its direction).
+        search_space: Param name -> Optuna distribution, drawn before the objective runs.
+        n_trials: Finished trials the study should have (Optuna).
+        max_concurrency: Optuna trials in flight at once.
+        callbacks: Called after each Optuna trial as ``callback(study, frozen_trial)``.
         run_name: The parent run's name.
+        stage: The stage tag of the parent run (the trials get ``<stage>-trial``).
         checkpoint_artifact_path: Where the best checkpoint goes on the parent run.
 
     Returns:
         A frozen ``SweepResult`` (parent run, every trial, the best).
 
     Raises:
-        InvalidArgumentError: no trials, or ``mode`` is not max/min.
+        InvalidArgumentError: no trials, both a list and a study, no ``metric``,
+            ``mode`` not max/min or against the study's direction, ``n_trials`` missing.
+        MissingExtraError: an Optuna sweep without the optuna extra.
         SweepFailedError: every trial failed, or none reported ``metric``.
 
     Example:
@@ -229,13 +185,39 @@ def track_sweep(
         ... def hpo():
         ...     return track_sweep(objective, [{"C": 0.5}, {"C": 1.0}], metric="accuracy")
     """
-    if not trials:
-        raise InvalidArgumentError(
-            "a sweep needs at least one trial: pass a list of param mappings"
-        )
-    if mode not in ("max", "min"):
+    if metric is None:
+        raise InvalidArgumentError("metric is missing: name the metric trials are ranked by")
+    if mode not in (None, "max", "min"):
         raise InvalidArgumentError(f"mode must be 'max' or 'min', not {mode!r}")
+    optuna_sweep = study is not None or sampler is not None
+    if optuna_sweep and trials is not None:
+        raise InvalidArgumentError(
+            "pass either trials (a list of params) or an Optuna study/sampler, not both"
+        )
+    if not optuna_sweep and not trials:
+        raise InvalidArgumentError(
+            "a sweep needs at least one trial: pass a list of param mappings, or an Optuna "
+            "study (or sampler) with n_trials"
+        )
     context = tracking_context(tracking)
+    if optuna_sweep:
+        return _optuna_sweep(
+            objective,
+            metric,
+            mode,
+            context,
+            study=study,
+            sampler=sampler,
+            search_space=search_space,
+            n_trials=n_trials,
+            max_concurrency=max_concurrency,
+            callbacks=callbacks or (),
+            run_name=run_name,
+            stage=stage,
+            checkpoint_artifact_path=checkpoint_artifact_path,
+        )
+    assert trials is not None
+    mode = mode or "max"
     # the trial list is part of the sweep's identity (a retried sweep finds its run; a
     # sweep over other trials in the same flow run gets its own), by hash: it may be long
     sweep_config = {
@@ -244,9 +226,9 @@ def track_sweep(
         "n_trials": len(trials),
         "trials_hash": config_hash([dict(t) for t in trials], short=True),
     }
-    parent = open_stage_run("sweep", context, sweep_config, run_name)
+    parent = open_stage_run(stage, context, sweep_config, run_name)
     futures = [
-        run_trial.submit(objective, context, parent, i, dict(params))
+        run_trial.submit(objective, context, parent, i, dict(params), stage=f"{stage}-trial")
         for i, params in enumerate(trials)
     ]
     summaries: list[TrialSummary] = []
@@ -266,35 +248,108 @@ def track_sweep(
                     index=i, params=dict(trials[i]), run_id=run_id, status="FAILED", error=error
                 )
             )
-    best = _pick_best(summaries, metric, mode)
-    create_markdown_artifact(
-        markdown=f"### Sweep `{parent.run_name}` ranked by `{metric}` ({mode})\n\n"
-        + _markdown(summaries, best, metric),
-        description=f"Trials of MLflow run {parent.run_id}",
+    return finish_sweep(parent, summaries, metric, mode, checkpoint_artifact_path)
+
+
+def _optuna_sweep(
+    objective: Callable[[Any, RunLogger], Any],
+    metric: str,
+    mode: Literal["max", "min"] | None,
+    context: TrackingContext,
+    *,
+    study: Any,
+    sampler: Any,
+    search_space: Mapping[str, Any] | None,
+    n_trials: int | None,
+    max_concurrency: int,
+    callbacks: Sequence[Callable[[Any, Any], None]],
+    run_name: str,
+    stage: str,
+    checkpoint_artifact_path: str,
+) -> SweepResult:
+    optuna = import_optuna()
+    if n_trials is None:
+        raise InvalidArgumentError("an Optuna sweep needs n_trials: how many trials to finish")
+    if study is None:
+        study = optuna.create_study(
+            sampler=sampler, direction="minimize" if mode == "min" else "maximize"
+        )
+    elif sampler is not None:
+        raise InvalidArgumentError(
+            "pass a study or a sampler, not both: a study keeps the sampler it was made with"
+        )
+    if len(study.directions) != 1:
+        raise InvalidArgumentError(
+            "a sweep ranks trials by one metric: use a single-objective study"
+        )
+    sweep = OptunaSweep(
+        study,
+        objective,
+        metric,
+        context,
+        search_space=search_space,
+        n_trials=n_trials,
+        max_concurrency=max_concurrency,
+        callbacks=callbacks,
+        trial_stage=f"{stage}-trial",
     )
-    if best is None:
-        failed = sum(t.status == "FAILED" for t in summaries)
-        raise SweepFailedError(
-            f"no trial of sweep {parent.run_id} reported {metric!r}: {failed} of "
-            f"{len(summaries)} trials failed"
+    if mode is not None and mode != sweep.mode:
+        raise InvalidArgumentError(
+            f"mode {mode!r} contradicts study {study.study_name!r}, which is "
+            f"{'maximising' if sweep.mode == 'max' else 'minimising'}: leave mode out"
         )
-    set_tags(parent, {BEST_RUN_TAG: best.run_id, BEST_TRIAL_TAG: str(best.index)})
-    log_metrics(parent, {f"best.{k}": v for k, v in best.metrics.items()})
-    log_params(parent, {f"best.{k}": v for k, v in flatten_params(best.params).items()})
-    checkpoint = None
-    if best.checkpoint is not None:
-        checkpoint = upload_checkpoint(
-            parent, StageOutput(checkpoint=best.checkpoint), checkpoint_artifact_path
+    # n_trials is a target, not an identity: a later flow run may ask the study for more
+    sweep_config = {
+        "metric": metric,
+        "mode": sweep.mode,
+        "study_name": study.study_name,
+        "sampler": type(study.sampler).__name__,
+        "search_space": {k: repr(v) for k, v in sorted(sweep.search_space.items())},
+    }
+    earlier = sweep.earlier_run_id()
+    parent = open_stage_run(
+        stage,
+        context,
+        sweep_config,
+        run_name,
+        tags={STUDY_TAG: study.study_name},
+        resume_run_id=earlier,
+        log_config=earlier is None,
+    )
+    logged: dict[str, str] = {}
+    if earlier is not None:  # params of the earlier attempts stay; new ones are added
+        logged = get_run_summary(parent.run_id, tracking_uri=context.tracking_uri).params
+        fresh = {k: v for k, v in flatten_params(sweep_config).items() if k not in logged}
+        if fresh:
+            log_params(parent, fresh)
+    sweep.remember_run(parent)
+    results, errors = sweep.run(parent)
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+    summaries = []
+    for frozen in study.get_trials(deepcopy=False):
+        if not frozen.state.is_finished() or frozen.number in sweep.interrupted:
+            continue
+        result = results.get(frozen.number, {})
+        value = frozen.value if frozen.state.name == "COMPLETE" else None
+        summaries.append(
+            TrialSummary(
+                index=frozen.number,
+                params=dict(frozen.params),
+                run_id=str(frozen.user_attrs.get(TRIAL_RUN_ATTR, "")),
+                status=status[frozen.state.name],  # type: ignore[arg-type]
+                metrics=result.get("metrics") or ({} if value is None else {metric: value}),
+                error=errors.get(frozen.number),
+                checkpoint=checkpoint_of(frozen),
+            )
         )
-    return SweepResult(
-        stage="sweep",
-        run=parent,
-        metrics={f"best.{k}": v for k, v in best.metrics.items()},
-        checkpoint_path=checkpoint,
-        metric=metric,
-        mode=mode,
-        trials=summaries,
-        best=best,
+    counts = {
+        "n_trials": float(len(summaries)),
+        "n_completed_trials": float(sum(t.status == "FINISHED" for t in summaries)),
+        "n_pruned_trials": float(sum(t.status == "KILLED" for t in summaries)),
+    }
+    log_metrics(parent, counts)
+    return finish_sweep(
+        parent, summaries, metric, sweep.mode, checkpoint_artifact_path, logged_params=logged
     )
 
 
