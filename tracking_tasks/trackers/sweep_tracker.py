@@ -8,9 +8,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tracking_tasks.config.models import TrackingConfig
 from tracking_tasks.errors import InvalidArgumentError
-from tracking_tasks.handles import RunRef, TrackingContext
+from tracking_tasks.handles import RunRef
 from tracking_tasks.ops.artifacts.manifest import CheckpointArtifacts
 from tracking_tasks.ops.filters import and_, tag_equals
 from tracking_tasks.ops.fluent import RunHandle, enclosing_run
@@ -60,15 +59,6 @@ class MLflowSweepTracker(StageTracker):
     """
 
     default_stage = SEED_STAGE_NAMES["sweep"]
-
-    def __init__(
-        self,
-        experiment_name: str,
-        *,
-        tracking: TrackingConfig | TrackingContext | None = None,
-        stage: str | None = None,
-    ) -> None:
-        super().__init__(experiment_name, tracking=tracking, stage=stage)
 
     def start_sweep_run(
         self,
