@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from tracking_tasks.config.models import TrackingConfig
 from tracking_tasks.config.resolve import (
-    DEFAULT_EXPERIMENT_NAME,
     resolve_tracking_config,
     resolve_tracking_uri,
 )
@@ -182,8 +181,10 @@ def resolve_scope(
         if all_when_unnamed:
             ids = all_experiment_ids(uri)
         else:
+            # the resolution order already ends in the default experiment's name
             default = resolve_tracking_config(tracking_uri=uri).experiment_name
-            names = [default or DEFAULT_EXPERIMENT_NAME]
+            assert default is not None
+            names = [default]
     try:
         checked = [_experiment_name(name) for name in names]
     except ValueError as exc:
