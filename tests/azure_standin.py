@@ -4,17 +4,22 @@ Run as a process: ``python -m tests.azure_standin PORT CERT KEY TOKEN WORKSPACES
 It serves, over TLS on 127.0.0.1, ``GET /subscriptions/<sub>/resourceGroups/<rg>/
 providers/Microsoft.MachineLearningServices/workspaces/<ws>`` with the workspace JSON
 (``properties.mlFlowTrackingUri`` from WORKSPACES_JSON, a ``{workspace: uri}`` mapping),
-404 for an unknown workspace, and 401 when the bearer token is not TOKEN. Every request
+404 for an unknown workspace, and 401 when the bearer token is not TOKEN (nor, when
+``$TT_STANDIN_TOKEN_KEY`` is set, a live token signed with it: see
+``tests.faultproxy.mint_token``). Every request
 line is printed (never a header), so the tests can count calls.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import ssl
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.faultproxy import token_is_valid
 
 _WORKSPACE_PATH = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
@@ -35,7 +40,9 @@ def main(port: int, cert: str, key: str, token: str, workspaces: dict[str, str])
 
         def do_GET(self) -> None:
             print(f"GET {self.path}", flush=True)
-            if self.headers.get("Authorization") != f"Bearer {token}":
+            header = self.headers.get("Authorization")
+            key = os.environ.get("TT_STANDIN_TOKEN_KEY")
+            if header != f"Bearer {token}" and not (key and token_is_valid(key, header)):
                 self._send(
                     401,
                     {"error": {"code": "InvalidAuthenticationToken", "message": "bad token"}},

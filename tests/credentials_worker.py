@@ -2,7 +2,8 @@
 plain server, all at once with the other process.
 
 Usage: ``python -m tests.credentials_worker '<json>'`` with ``ref`` (a RunRef made by the
-parent with a saved block: it carries the block's name, never its secret), ``block``,
+parent with a saved block: it carries the block's name, never its secret), ``context``
+(the parent's TrackingContext, searched first: a finder loads the block too), ``block``,
 ``plain_uri``, ``experiment`` and ``artifact_dir``. Prints one JSON line of results.
 """
 
@@ -16,6 +17,7 @@ from prefect import flow
 from tracking_tasks import (
     MlflowCredentials,
     RunRef,
+    TrackingContext,
     create_mlflow_run,
     log_metrics,
     log_params,
@@ -25,6 +27,7 @@ from tracking_tasks import (
 )
 from tracking_tasks.ops.batching import log_params as plain_log_params
 from tracking_tasks.ops.lifecycle import end_mlflow_run
+from tracking_tasks.ops.search import find_mlflow_runs
 
 
 @flow(**mlflow_state_hooks())
@@ -45,10 +48,14 @@ def worker_flow(
 def main(raw: str) -> None:
     args = json.loads(raw)
     ref = RunRef.model_validate_json(args["ref"])
-    # no setup_mlflow here: the handle's reference loads the block where it is used
+    # no setup_mlflow here: the handles' reference loads the block where it is used; the
+    # first request of this process is a search with the parent's context
+    found = [
+        run.run_id for run in find_mlflow_runs(TrackingContext.model_validate_json(args["context"]))
+    ]
     plain_log_params(ref, {"logged_by": "worker"})
     end_mlflow_run(ref)
-    results: dict[str, object] = {"ref_run_id": ref.run_id, "flow_runs": []}
+    results: dict[str, object] = {"ref_run_id": ref.run_id, "found": found, "flow_runs": []}
     for block, uri in ((args["block"], None), (None, args["plain_uri"]), (args["block"], None)):
         state = worker_flow(block, uri, args["experiment"], args["artifact_dir"], return_state=True)
         assert state.is_completed(), state

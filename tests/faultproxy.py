@@ -22,6 +22,11 @@ reconfigure (counters reset). It also serves as a forward proxy (``HTTP_PROXY``)
 a request line with an absolute URL goes upstream in origin form, counted in
 ``as_forward_proxy``.
 
+With ``--tls-cert``/``--tls-key`` it serves HTTPS (the upstream stays plain HTTP), and
+``--strip-path REGEX`` removes the first match from each request's path before it is
+forwarded: together they stand in for a service that serves MLflow's API under a prefix
+(an Azure ML workspace's ``/mlflow/v2.0/subscriptions/.../workspaces/<ws>``).
+
 Every request's ``Authorization`` header is recorded, as the sha256 of its value (never
 the value: the control endpoint's answers and a test's failure output stay secret-free),
 counted under ``authorization`` (``"none"`` for requests without one).
@@ -52,6 +57,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -251,6 +257,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path == CONTROL_PATH:
             self._control()
             return
+        if self.server.strip_path is not None:
+            self.path = self.server.strip_path.sub("", self.path, count=1) or "/"
         self.server.policy.note_authorization(self.headers.get("Authorization"))
         key = self.server.token_key
         if key is not None and not token_is_valid(key, self.headers.get("Authorization")):
@@ -345,12 +353,18 @@ class ProxyServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, port: int, upstream: str, policy: Policy, token_key: str | None = None
+        self,
+        port: int,
+        upstream: str,
+        policy: Policy,
+        token_key: str | None = None,
+        strip_path: str | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", port), ProxyHandler)
         self.upstream = urlsplit(upstream)
         self.policy = policy
         self.token_key = token_key
+        self.strip_path = re.compile(strip_path) if strip_path else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -368,12 +382,19 @@ def main(argv: list[str] | None = None) -> None:
         metavar="VAR",
         help="forward only requests with a live bearer token signed with $VAR (see mint_token)",
     )
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    parser.add_argument("--strip-path", help="regex removed from each path before forwarding")
     args = parser.parse_args(argv)
     policy = Policy(
         args.fault, args.first, args.fraction, args.match, args.seed, args.stall_seconds
     )
     token_key = os.environ[args.token_key_env] if args.token_key_env else None
-    server = ProxyServer(args.port, args.upstream, policy, token_key)
+    server = ProxyServer(args.port, args.upstream, policy, token_key, args.strip_path)
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(f"listening {server.server_address[1]}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -206,9 +206,21 @@ class AzureStandin:
         stop_process_group(self.proc)
 
 
-def start_azure_standin(root: Path, token: str, workspaces: dict[str, str]) -> AzureStandin:
-    """Start tests/azure_standin.py over TLS with a fresh self-signed certificate."""
-    cert, key = make_self_signed_cert(root)
+def start_azure_standin(
+    root: Path,
+    token: str,
+    workspaces: dict[str, str],
+    token_key: str | None = None,
+    tls: tuple[Path, Path] | None = None,
+) -> AzureStandin:
+    """Start tests/azure_standin.py over TLS, with ``tls=(cert, key)`` or a fresh
+    self-signed certificate.
+
+    ``token_key``: also accept live tokens signed with it (``tests.faultproxy.mint_token``).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    cert, key = tls or make_self_signed_cert(root)
+    env = {**os.environ, "TT_STANDIN_TOKEN_KEY": token_key} if token_key else None
     port = free_port()
     log_path = root / "standin.log"
     proc = subprocess.Popen(
@@ -216,6 +228,7 @@ def start_azure_standin(root: Path, token: str, workspaces: dict[str, str]) -> A
             sys.executable, "-m", "tests.azure_standin",
             str(port), str(cert), str(key), token, json.dumps(workspaces),
         ],
+        env=env,
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parent.parent,
@@ -274,16 +287,22 @@ class FaultProxy:
 
     url: str
     proc: subprocess.Popen[bytes]
+    ca_bundle: Path | None = None
+
+    def _context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.ca_bundle)) if self.ca_bundle else None
 
     def configure(self, **options: object) -> dict[str, object]:
         request = urllib.request.Request(
             f"{self.url}/__faultproxy__", data=json.dumps(options).encode(), method="POST"
         )
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=10, context=self._context()) as resp:
             return dict(json.loads(resp.read()))
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/__faultproxy__", timeout=10) as resp:
+        with urllib.request.urlopen(
+            f"{self.url}/__faultproxy__", timeout=10, context=self._context()
+        ) as resp:
             return dict(json.loads(resp.read()))
 
     def authorization(self) -> dict[str, int]:
@@ -294,11 +313,20 @@ class FaultProxy:
         stop_process_group(self.proc)
 
 
-def start_fault_proxy(upstream: str, *args: str, env: dict[str, str] | None = None) -> FaultProxy:
-    """Start tests/faultproxy.py in front of ``upstream`` on a free loopback port."""
+def start_fault_proxy(
+    upstream: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    tls: tuple[Path, Path] | None = None,
+) -> FaultProxy:
+    """Start tests/faultproxy.py in front of ``upstream`` on a free loopback port.
+
+    ``tls=(cert, key)`` serves HTTPS with that certificate (also the CA file to trust).
+    """
     script = Path(__file__).with_name("faultproxy.py")
+    tls_args = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
     proc = subprocess.Popen(
-        [sys.executable, str(script), "--upstream", upstream, "--port", "0", *args],
+        [sys.executable, str(script), "--upstream", upstream, "--port", "0", *tls_args, *args],
         stdout=subprocess.PIPE,
         env=env,
         start_new_session=True,
@@ -308,4 +336,7 @@ def start_fault_proxy(upstream: str, *args: str, env: dict[str, str] | None = No
     if line[:1] != ["listening"]:
         stop_process_group(proc)
         raise RuntimeError(f"fault proxy did not start: {line}")
-    return FaultProxy(url=f"http://127.0.0.1:{line[1]}", proc=proc)
+    scheme = "https" if tls else "http"
+    return FaultProxy(
+        url=f"{scheme}://127.0.0.1:{line[1]}", proc=proc, ca_bundle=tls[0] if tls else None
+    )

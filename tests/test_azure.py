@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +16,33 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 from prefect import flow
+from prefect.settings import get_current_settings
 from pydantic import ValidationError
 
+from tests import helpers
 from tests.conftest import AZURE_LOCAL_WORKSPACE, AZURE_WORKSPACE, AZUREML_URI
-from tests.servers import AzureStandin, MlflowServer
+from tests.servers import (
+    AzureStandin,
+    FaultProxy,
+    MlflowServer,
+    make_self_signed_cert,
+    start_azure_standin,
+    start_fault_proxy,
+)
 from tracking_tasks import (
     AzureMLWorkspace,
+    MlflowCredentials,
     RunRef,
     TrackingConfig,
     TrackingContext,
     create_mlflow_run,
+    log_metrics,
     mlflow_state_hooks,
     setup_mlflow,
 )
 from tracking_tasks.azure_ml import get_azure_tracking_uri
 from tracking_tasks.errors import AzureAuthenticationError, AzureWorkspaceError, TrackingConfigError
+from tracking_tasks.ops.tokens import TokenProvider
 from tracking_tasks.urls import (
     azure_studio_experiment_url,
     azure_studio_run_url,
@@ -276,3 +289,119 @@ def test_workspace_config_is_strict() -> None:
         TrackingConfig(tracking_uri="http://127.0.0.1:5000", azure_workspace=ws)
     with pytest.raises(TrackingConfigError, match="not both"):
         setup_mlflow.fn(tracking_uri="http://127.0.0.1:5000", azure_workspace=ws)
+
+
+#: MLflow's API under an Azure ML workspace's path, as azureml-mlflow calls it
+WORKSPACE_PREFIX = (
+    r"^/mlflow/v[12]\.0/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+    r"Microsoft\.MachineLearningServices/workspaces/[^/]+"
+)
+
+
+@pytest.fixture
+def rotating_workspace(
+    tmp_path: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[AzureStandin, FaultProxy]]:
+    """An Azure ML workspace whose tokens live 2 s: the management stand-in, and its
+    azureml:// MLflow endpoint (HTTPS, the workspace path prefix) in front of the real
+    server, through a gate that refuses any token past its expiry."""
+    key = "tt-token-key-" + os.urandom(12).hex()
+    monkeypatch.setenv("TT_TEST_TOKEN_KEY", key)
+    monkeypatch.setenv("TT_TEST_TOKEN_LIFETIME", "2")
+    tls = make_self_signed_cert(tmp_path / "tls")
+    gate = start_fault_proxy(
+        mlflow_server.url,
+        "--token-key-env", "TT_TEST_TOKEN_KEY", "--strip-path", WORKSPACE_PREFIX,
+        env=dict(os.environ), tls=tls,
+    )  # fmt: skip
+    host = gate.url.removeprefix("https://")
+    workspace_uri = (
+        f"azureml://{host}/mlflow/v1.0/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+        "Microsoft.MachineLearningServices/workspaces/ws-rotating"
+    )
+    standin = start_azure_standin(
+        tmp_path / "standin", token="unused-" + os.urandom(8).hex(),
+        workspaces={"ws-rotating": workspace_uri}, token_key=key, tls=tls,
+    )  # fmt: skip
+    monkeypatch.setenv("AZUREML_DEV_URL_MFE", standin.url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls[0]))
+    try:
+        yield standin, gate
+    finally:
+        standin.stop()
+        gate.stop()
+
+
+@flow(**mlflow_state_hooks())
+def workspace_flow(credential: Any, seconds: float) -> RunRef:
+    ws = AzureMLWorkspace(subscription_id=SUB, resource_group=RG, workspace_name="ws-rotating")
+    ctx = setup_mlflow(experiment_name="azure-rotation", azure_workspace=ws,
+                       azure_credential=credential)  # fmt: skip
+    run = create_mlflow_run(ctx, run_name="longer-than-a-token")
+    deadline, step = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        log_metrics(run, {"loss": 1.0 / (step + 1)}, step=step)
+        step += 1
+        time.sleep(0.25)
+    return run
+
+
+def test_a_workspace_token_provider_keeps_a_long_flow_logging(
+    rotating_workspace: tuple[AzureStandin, FaultProxy],
+    mlflow_server: MlflowServer,
+    fluent_reset: None,
+) -> None:
+    standin, gate = rotating_workspace
+    provider = TokenProvider(helpers.mint_test_token)
+    state = workspace_flow(provider, 7.0, return_state=True)
+    assert state.is_completed(), state
+    run = state.result()
+    assert run.tracking_uri.startswith("azureml://127.0.0.1:")
+    stored = MlflowClient(mlflow_server.url).get_run(run.run_id)  # behind the gate
+    assert stored.info.status == "FINISHED"
+    history = MlflowClient(mlflow_server.url).get_metric_history(run.run_id, "loss")
+    assert [m.step for m in history] == list(range(len(history))) and len(history) >= 20
+    stats = gate.stats()
+    assert stats["refused_tokens"] == 0, stats  # asked again before expiry, never refused
+    assert "none" not in stats["authorization"]  # every workspace call carried a token
+    assert len(stats["authorization"]) >= 3, stats  # 7 s of logging with 2 s tokens
+    assert provider.fetches >= 3
+    assert len(standin.requests()) >= 1  # the workspace's URI came from the real MLClient
+
+
+def test_a_workspace_block_is_loaded_again_in_another_process(
+    rotating_workspace: tuple[AzureStandin, FaultProxy], tmp_path: Path, fluent_reset: None
+) -> None:
+    """The handle carries the block's name; a worker process finds the runs with its token
+    provider (not azureml-mlflow's own chain, which has no Azure login here)."""
+    _, gate = rotating_workspace
+    ws = AzureMLWorkspace(subscription_id=SUB, resource_group=RG, workspace_name="ws-rotating")
+    block = "tt-azure-" + os.urandom(4).hex()
+    MlflowCredentials(azure_workspace=ws, token_provider="tests.helpers:mint_test_token").save(
+        block
+    )
+    ctx = setup_mlflow.fn(experiment_name="azure-worker", credentials=MlflowCredentials.load(block))
+    assert (
+        ctx.tracking_uri.startswith("azureml://")
+        and ctx.credentials == f"mlflow-credentials/{block}"
+    )
+    run = create_mlflow_run.fn(ctx, run_name="found-elsewhere")
+    MlflowClient(ctx.tracking_uri).set_terminated(run.run_id)
+    before = gate.stats()["authorization"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PREFECT_API_URL"] = str(get_current_settings().api.url)
+    worker = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys
+            from tracking_tasks.handles import TrackingContext
+            from tracking_tasks.ops.search import find_mlflow_runs
+            ctx = TrackingContext.model_validate_json(sys.argv[1])
+            print(*[run.run_id for run in find_mlflow_runs(ctx)])
+        """), ctx.model_dump_json()],
+        env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    assert worker.stdout.split() == [run.run_id]
+    after = gate.stats()
+    assert after["refused_tokens"] == 0 and "none" not in after["authorization"], after
+    assert set(after["authorization"]) - set(before), "the worker sent tokens of its own"

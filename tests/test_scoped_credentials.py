@@ -222,9 +222,9 @@ def test_each_server_gets_only_its_own_credentials_in_two_processes(
     folder = _artifacts(tmp_path)
     scene.reset()
     # handles made here with saved blocks carry the block's name, never its secret
-    refs = {}
+    refs, contexts = {}, {}
     for which, block in (("a", scene.block_a), ("b", scene.block_b)):
-        ctx = setup_mlflow.fn(
+        contexts[which] = ctx = setup_mlflow.fn(
             experiment_name=f"scoped-{which}", credentials=MlflowCredentials.load(block)
         )
         refs[which] = create_mlflow_run.fn(ctx, run_name="made-by-parent")
@@ -242,6 +242,7 @@ def test_each_server_gets_only_its_own_credentials_in_two_processes(
                 json.dumps(
                     {
                         "ref": refs[which].model_dump_json(),
+                        "context": contexts[which].model_dump_json(),
                         "block": block,
                         "plain_uri": scene.c.url,
                         "experiment": f"scoped-{which}",
@@ -269,6 +270,7 @@ def test_each_server_gets_only_its_own_credentials_in_two_processes(
         run = MlflowClient(ref.tracking_uri).get_run(ref.run_id)  # logged by the other process
         assert run.data.params == {"logged_by": "worker"} and run.info.status == "FINISHED"
         assert len(outputs[which][0]["flow_runs"]) == 3
+        assert ref.run_id in outputs[which][0]["found"]  # the finder authenticated by reference
     scene.assert_each_got_its_own()
     _assert_no_leak(
         scene.secrets,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from tracking_tasks.config.models import AzureMLWorkspace
@@ -11,14 +12,23 @@ from tracking_tasks.errors import (
     MissingExtraError,
     TrackingConfigError,
 )
+from tracking_tasks.ops.tokens import TokenProvider, TokenSource
+from tracking_tasks.urls import azureml_workspace_parts, redact_uri
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
     from azure.core.credentials import TokenCredential
 
-__all__ = ["get_azure_tracking_uri", "make_ml_client", "workspace_of"]
+__all__ = [
+    "as_token_credential",
+    "get_azure_tracking_uri",
+    "make_ml_client",
+    "use_workspace_credential",
+    "workspace_of",
+]
 
 AZURE_EXTRA_INSTALL = "pip install 'tracking-tasks[azure]'"
+log = logging.getLogger(__name__)
 
 
 def _missing_extra(feature: str, exc: ImportError) -> MissingExtraError:
@@ -202,4 +212,100 @@ def _auth_message(where: str, exc: Exception) -> str:
     return (
         f"no Azure credential could get a token for workspace {where}: {first_line}. "
         "Sign in (az login), or set up a managed identity or AZURE_CLIENT_ID/AZURE_TENANT_ID"
+    )
+
+
+def as_token_credential(source: TokenSource | TokenProvider) -> TokenCredential:
+    """Return an azure-core ``TokenCredential`` for a credential or a token provider.
+
+    An object with ``get_token`` (an azure-identity credential, a ``TokenProvider``) is
+    returned as it is: azure-identity credentials cache and renew their tokens per scope.
+    A callable or an import path ``"package.module:name"`` is wrapped in a
+    ``TokenProvider``, which asks it again before the token expires.
+
+    Args:
+        source: An azure-identity credential, a ``TokenProvider``, a callable returning
+            a token (or ``(token, expires_at)``), or an import path of one.
+
+    Returns:
+        An object ``MLClient`` and the workspace's MLflow tracking accept as a credential.
+
+    Raises:
+        TrackingConfigError: ``source`` is none of those.
+
+    Example:
+        >>> cred = as_token_credential(lambda: ("t0k", 2e9))
+        >>> cred.get_token("https://management.azure.com/.default").token  # doctest: +SKIP
+        't0k'
+    """
+    if hasattr(source, "get_token"):
+        if isinstance(source, TokenProvider):
+            return source.token_credential()  # type: ignore[no-any-return]
+        return source  # type: ignore[return-value]
+    if callable(source) or isinstance(source, str):
+        return TokenProvider(source)  # type: ignore[return-value]
+    raise TrackingConfigError(
+        f"azure_credential is a {type(source).__name__}: give an azure-identity credential, "
+        "a callable returning a token, or a TokenProvider"
+    )
+
+
+def use_workspace_credential(tracking_uri: str, credential: TokenSource | TokenProvider) -> None:
+    """Authenticate this process's MLflow tracking of an Azure ML workspace with ``credential``.
+
+    azureml-mlflow asks the workspace's credential for a token on every request it sends
+    to the workspace (Azure ML tracking uses the Resource Manager scope), so a token
+    provider keeps a flow longer than one token's life logging. Without this, the plugin
+    builds its own chain (``DefaultAzureCredential`` then interactive logins). The
+    credential is registered for the workspace the URI names, in this process: set it up
+    before the first MLflow call to that workspace (``setup_mlflow`` does).
+
+    Args:
+        tracking_uri: The workspace's ``azureml://`` tracking URI.
+        credential: See :func:`as_token_credential`.
+
+    Raises:
+        TrackingConfigError: the URI names no Azure ML workspace.
+        MissingExtraError: the azure extra is not installed.
+
+    Example:
+        >>> use_workspace_credential(uri, DefaultAzureCredential())  # doctest: +SKIP
+    """
+    parts = azureml_workspace_parts(tracking_uri)
+    if parts is None:
+        raise TrackingConfigError(
+            f"{redact_uri(tracking_uri)} names no Azure ML workspace: an azure credential "
+            "authenticates azureml://.../workspaces/<name> tracking URIs"
+        )
+    token_credential = as_token_credential(credential)
+    try:
+        from azureml.mlflow._internal.service_context_loader import (
+            _AzureMLServiceContextLoader,
+        )
+        from azureml.mlflow._internal.utils import ServiceContext
+    except ImportError as exc:
+        raise _missing_extra("Azure ML tracking (azureml-mlflow)", exc) from exc
+    from urllib.parse import urlsplit
+
+    subscription_id, resource_group, workspace_name = parts
+    # the way azureml-core's Workspace.get_mlflow_tracking_uri hands its own auth to the
+    # plugin: a service context cached per workspace URI, read by each store it builds.
+    # MLflow caches stores per URI, so a context already in use gets the new credential.
+    if _AzureMLServiceContextLoader.has_service_context(tracking_uri):
+        _AzureMLServiceContextLoader.get_service_context(tracking_uri)._auth = token_credential
+    else:
+        _AzureMLServiceContextLoader.add_service_context(
+            tracking_uri,
+            ServiceContext(
+                host_url="https://" + urlsplit(tracking_uri).netloc,
+                subscription_id=subscription_id,
+                workspace_name=workspace_name,
+                resource_group_name=resource_group,
+                auth=token_credential,
+            ),
+        )
+    log.info(
+        "Azure ML workspace %s tracks with %s in this process",
+        workspace_name,
+        getattr(credential, "description", type(credential).__name__),
     )

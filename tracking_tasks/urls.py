@@ -14,6 +14,7 @@ __all__ = [
     "azure_studio_experiment_url",
     "azure_studio_run_url",
     "azureml_workspace_id",
+    "azureml_workspace_parts",
     "experiment_url",
     "is_http_uri",
     "redact_uri",
@@ -184,12 +185,33 @@ def azureml_workspace_id(tracking_uri: str) -> str | None:
         ...     "s1/resourceGroups/rg1/providers/Microsoft.MachineLearningServices/workspaces/w1")
         '/subscriptions/s1/resourcegroups/rg1/workspaces/w1'
     """
+    parts = azureml_workspace_parts(tracking_uri)
+    if parts is None:
+        return None
+    sub, rg, ws = parts
+    return f"/subscriptions/{sub}/resourcegroups/{rg}/workspaces/{ws}"
+
+
+def azureml_workspace_parts(tracking_uri: str) -> tuple[str, str, str] | None:
+    """Return ``(subscription, resource group, workspace)`` an ``azureml://`` URI names.
+
+    Args:
+        tracking_uri: Any tracking URI.
+
+    Returns:
+        The three names as the URI spells them, or None when the URI is not an Azure ML
+        workspace one.
+
+    Example:
+        >>> azureml_workspace_parts("azureml://westeurope.api.azureml.ms/mlflow/v1.0/"
+        ...     "subscriptions/s1/resourceGroups/rg1/providers/"
+        ...     "Microsoft.MachineLearningServices/workspaces/w1")
+        ('s1', 'rg1', 'w1')
+    """
     if base_scheme(tracking_uri) != "azureml":
         return None
     match = _AZUREML_WORKSPACE.search(urlsplit(tracking_uri).path)
-    if match is None:
-        return None
-    return f"/subscriptions/{match['sub']}/resourcegroups/{match['rg']}/workspaces/{match['ws']}"
+    return None if match is None else (match["sub"], match["rg"], match["ws"])
 
 
 def azure_studio_experiment_url(tracking_uri: str, experiment_id: str) -> str | None:

@@ -288,11 +288,12 @@ def register_loader(kind: str, loader: Callable[[str], Any]) -> None:
     _loaders[kind] = loader
 
 
-def load_reference(reference: str) -> tuple[str, Credential] | None:
+def load_reference(reference: str) -> tuple[str | None, Credential] | None:
     """Load the credentials a reference names, with the loader registered for its kind.
 
     Returns:
-        ``(tracking URI, credential)``, or None when the reference holds no credential.
+        ``(tracking URI, credential)`` (the URI None for a block naming an Azure ML
+        workspace), or None when the reference holds no credential.
 
     Raises:
         TrackingConfigError: the reference's kind has no loader, or loading it failed.
@@ -312,9 +313,9 @@ def load_reference(reference: str) -> tuple[str, Credential] | None:
             "block exists and that this process reaches the Prefect API"
         ) from exc
     credential = creds.scoped_credential()
-    if credential is None or creds.tracking_uri is None:
+    if credential is None:
         return None
-    return str(creds.tracking_uri), credential
+    return (None if creds.tracking_uri is None else str(creds.tracking_uri)), credential
 
 
 def is_loaded(reference: str) -> bool:

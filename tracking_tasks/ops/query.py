@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from tracking_tasks.config.models import TrackingConfig
 from tracking_tasks.config.resolve import (
+    CredentialsLocation,
     resolve_tracking_config,
     resolve_tracking_uri,
 )
 from tracking_tasks.errors import InvalidSearchError, RunSearchError, mlflow_errors
 from tracking_tasks.handles import RunSummary, TrackingContext
-from tracking_tasks.ops.client import get_client
+from tracking_tasks.ops.client import apply_credentials, ensure_credentials, get_client
 from tracking_tasks.ops.experiments import all_experiment_ids, experiment_ids
 from tracking_tasks.ops.filters import and_, check_filter, status_equals
 from tracking_tasks.urls import redact_uri
@@ -50,10 +51,13 @@ class Scope:
     Attributes:
         tracking_uri: The resolved tracking URI.
         experiment_ids: The experiments searched.
+        credentials: The secret-free credentials reference requests to the server carry
+            (a saved block's, from a ``TrackingContext`` or ``credentials=``), or None.
     """
 
     tracking_uri: str
     experiment_ids: tuple[str, ...]
+    credentials: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,23 @@ def _server(tracking_uri: str | None, contexts: Sequence[TrackingContext]) -> st
     return resolve_tracking_uri(chosen)
 
 
+def _credentials(
+    credentials: CredentialsLocation | None, uri: str, contexts: Sequence[TrackingContext]
+) -> str | None:
+    """Explicit credentials > the contexts' reference; loaded here before any request."""
+    if credentials is not None:
+        return apply_credentials(credentials, uri)
+    references = {c.credentials for c in contexts if c.credentials is not None}
+    if len(references) > 1:
+        raise InvalidSearchError(
+            f"the TrackingContexts carry different credentials ({', '.join(sorted(references))})"
+            " for one server: search one at a time"
+        )
+    reference = next(iter(references), None)
+    ensure_credentials(reference, uri)
+    return reference
+
+
 def _experiment_name(name: str) -> str:
     """A name checked like TrackingConfig's (stripped, not empty, not too long)."""
     checked = TrackingConfig(experiment_name=name).experiment_name
@@ -147,6 +168,7 @@ def resolve_scope(
     experiment_name: str | Sequence[str] | None = None,
     tracking_uri: str | None = None,
     *,
+    credentials: CredentialsLocation | None = None,
     all_when_unnamed: bool = False,
 ) -> Scope:
     """Resolve the server and the experiment ids a lookup searches (one request a name).
@@ -158,6 +180,9 @@ def resolve_scope(
         experiments: An experiment name, a ``TrackingContext``, or a list of them.
         experiment_name: The experiment name(s), as an alternative to ``experiments``.
         tracking_uri: Tracking URI (wins over a context's and the environment).
+        credentials: An ``MlflowCredentials`` block (or ``ServerCredentials``) for the
+            server; else the contexts' credentials reference, loaded in this process if
+            it has not been (a task in a Dask worker).
         all_when_unnamed: Search every active experiment when none is named.
 
     Returns:
@@ -165,7 +190,7 @@ def resolve_scope(
 
     Raises:
         InvalidSearchError: both ``experiments`` and ``experiment_name``, an empty list,
-            or contexts on different servers.
+            or contexts on different servers or with different credentials.
         TrackingConfigError: the tracking URI is invalid.
         ExperimentNotFoundError: a named experiment does not exist.
         RunSearchError: the server failed or could not be reached.
@@ -176,6 +201,7 @@ def resolve_scope(
     """
     names, contexts = _split_experiments(experiments, experiment_name)
     uri = _server(tracking_uri, contexts)
+    reference = _credentials(credentials, uri, contexts)
     ids = [c.experiment_id for c in contexts]
     if not names and not contexts:
         if all_when_unnamed:
@@ -190,7 +216,7 @@ def resolve_scope(
     except ValueError as exc:
         raise InvalidSearchError(f"invalid experiment name: {exc}") from exc
     ids += experiment_ids(uri, checked)
-    return Scope(tracking_uri=uri, experiment_ids=tuple(dict.fromkeys(ids)))
+    return Scope(tracking_uri=uri, experiment_ids=tuple(dict.fromkeys(ids)), credentials=reference)
 
 
 def pages(query: Query) -> Iterator[list[Run]]:
@@ -198,7 +224,7 @@ def pages(query: Query) -> Iterator[list[Run]]:
     from mlflow.entities import ViewType
 
     uri = query.scope.tracking_uri
-    client = get_client(uri)
+    client = get_client(uri, credentials=query.scope.credentials)
     view = ViewType.ALL if query.include_deleted else ViewType.ACTIVE_ONLY
     token: str | None = None
     remaining = query.max_results

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from tracking_tasks.config.resolve import resolve_tracking_uri
+from tracking_tasks.config.resolve import CredentialsLocation, resolve_tracking_uri
 from tracking_tasks.errors import (
     InvalidSearchError,
     RunNotFoundError,
@@ -23,7 +23,7 @@ from tracking_tasks.errors import (
 )
 from tracking_tasks.handles import RunSummary
 from tracking_tasks.hashing import config_hash
-from tracking_tasks.ops.client import get_client
+from tracking_tasks.ops.client import apply_credentials, get_client
 from tracking_tasks.ops.filters import check_order_by, tag_equals
 from tracking_tasks.ops.query import (
     DEFAULT_PAGE_SIZE,
@@ -64,6 +64,7 @@ def find_mlflow_runs(
     *,
     experiment_name: str | Sequence[str] | None = None,
     tracking_uri: str | None = None,
+    credentials: CredentialsLocation | None = None,
     order_by: str | Sequence[str] | None = None,
     status: RunStatusName | None = None,
     max_results: int | None = None,
@@ -88,6 +89,8 @@ def find_mlflow_runs(
         filter_string: MLflow search filter, e.g. ``"tags.stage = 'hpo' AND metrics.f1 > 0.8"``.
         experiment_name: The experiment name(s), as an alternative to ``experiments``.
         tracking_uri: Tracking URI to search (wins over a context's and the environment).
+        credentials: An ``MlflowCredentials`` block for the server; by default the
+            contexts' (their saved block's name, loaded where the finder runs).
         order_by: MLflow order-by clause(s), e.g. ``"metrics.f1 DESC"``.
         status: Only runs in this status (``FINISHED``, ``FAILED``, ``RUNNING``...).
         max_results: At most this many runs; None means all.
@@ -115,7 +118,7 @@ def find_mlflow_runs(
     clauses = check_order_by(order_by)
     limit = check_positive(max_results, "max_results")
     size = check_positive(page_size, "page_size", MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
-    scope = resolve_scope(experiments, experiment_name, tracking_uri)
+    scope = resolve_scope(experiments, experiment_name, tracking_uri, credentials=credentials)
     return search(Query(scope, where, clauses, bool(include_deleted), limit, size))
 
 
@@ -136,6 +139,7 @@ def find_best_run(
     status: RunStatusName | None = "FINISHED",
     include_deleted: bool = False,
     tracking_uri: str | None = None,
+    credentials: CredentialsLocation | None = None,
     page_size: int = 100,
 ) -> RunSummary | None:
     """Return the run with the highest (or lowest) value of ``metric``, or None.
@@ -158,6 +162,8 @@ def find_best_run(
         status: Only runs in this status; None for any.
         include_deleted: Also consider deleted runs.
         tracking_uri: Tracking URI to search (wins over a context's and the environment).
+        credentials: An ``MlflowCredentials`` block for the server; by default the
+            contexts' (their saved block's name, loaded where the finder runs).
         page_size: Runs per request while reading the ranked runs.
 
     Returns:
@@ -182,7 +188,7 @@ def find_best_run(
     direction = "DESC" if mode == "max" else "ASC"
     where = checked_filter(filter_string, status=status)
     size = check_positive(page_size, "page_size", MAX_PAGE_SIZE) or 100
-    scope = resolve_scope(experiments, experiment_name, tracking_uri)
+    scope = resolve_scope(experiments, experiment_name, tracking_uri, credentials=credentials)
     query = Query(
         scope, where, (f"metrics.`{name}` {direction}",), bool(include_deleted), None, size
     )
@@ -223,6 +229,7 @@ def find_run_by_config_hash(
     status: RunStatusName | None = "FINISHED",
     include_deleted: bool = False,
     tracking_uri: str | None = None,
+    credentials: CredentialsLocation | None = None,
 ) -> RunSummary | None:
     """Return the latest run created for a config (tag ``tracking_tasks.config_hash``).
 
@@ -240,6 +247,8 @@ def find_run_by_config_hash(
         status: Only runs in this status (default FINISHED); None for any.
         include_deleted: Also consider deleted runs.
         tracking_uri: Tracking URI to search (wins over a context's and the environment).
+        credentials: An ``MlflowCredentials`` block for the server; by default the
+            contexts' (their saved block's name, loaded where the finder runs).
 
     Returns:
         The latest matching run's ``RunSummary``, or None.
@@ -261,7 +270,7 @@ def find_run_by_config_hash(
     if stage is not None:
         clauses.append(tag_equals(STAGE_TAG, str(stage)))
     where = checked_filter(*clauses, status=status)
-    scope = resolve_scope(experiments, experiment_name, tracking_uri)
+    scope = resolve_scope(experiments, experiment_name, tracking_uri, credentials=credentials)
     found = search(
         Query(scope, where, ("attributes.start_time DESC",), bool(include_deleted), 1, 1)
     )
@@ -284,6 +293,7 @@ def find_runs_for_flow_run(
     experiment_name: str | Sequence[str] | None = None,
     include_deleted: bool = False,
     tracking_uri: str | None = None,
+    credentials: CredentialsLocation | None = None,
 ) -> list[RunSummary]:
     """Return the MLflow runs opened under a Prefect flow run (tag ``prefect.flow_run_id``).
 
@@ -299,6 +309,8 @@ def find_runs_for_flow_run(
         experiment_name: The experiment name(s), as an alternative to ``experiments``.
         include_deleted: Also return deleted runs.
         tracking_uri: Tracking URI to search (wins over a context's and the environment).
+        credentials: An ``MlflowCredentials`` block for the server; by default the
+            contexts' (their saved block's name, loaded where the finder runs).
 
     Returns:
         The runs' ``RunSummary`` values, oldest first.
@@ -316,7 +328,9 @@ def find_runs_for_flow_run(
         ...     return len(find_runs_for_flow_run(flow_run.id))
     """
     where = checked_filter(tag_equals(FLOW_RUN_TAG, _flow_run_id(flow_run_id)))
-    scope = resolve_scope(experiments, experiment_name, tracking_uri, all_when_unnamed=True)
+    scope = resolve_scope(
+        experiments, experiment_name, tracking_uri, credentials=credentials, all_when_unnamed=True
+    )
     return search(Query(scope, where, ("attributes.start_time ASC",), bool(include_deleted)))
 
 
@@ -342,13 +356,16 @@ def open_run_ids(scope: Scope, flow_run_id: str) -> list[str]:
     return [run.info.run_id for page in pages(Query(scope, where)) for run in page]
 
 
-def get_run_summary(run_id: str, *, tracking_uri: str | None = None) -> RunSummary:
+def get_run_summary(
+    run_id: str, *, tracking_uri: str | None = None, credentials: CredentialsLocation | None = None
+) -> RunSummary:
     """Fetch one run by id as a ``RunSummary`` (not cached: one request).
 
     Args:
         run_id: The MLflow run id.
         tracking_uri: Tracking URI (default: ``$MLFLOW_TRACKING_URI``, else the embedded
             default).
+        credentials: An ``MlflowCredentials`` block for the server, if it needs one.
 
     Returns:
         The run's ``RunSummary``.
@@ -365,6 +382,7 @@ def get_run_summary(run_id: str, *, tracking_uri: str | None = None) -> RunSumma
         ...     return get_run_summary(run_id).status
     """
     uri = resolve_tracking_uri(tracking_uri)
+    apply_credentials(credentials, uri)
     try:
         with mlflow_errors(
             f"could not read run {run_id!r} on {redact_uri(uri)}",

@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from tracking_tasks.config.models import AzureMLWorkspace, TrackingConfig
 from tracking_tasks.config.resolve import CredentialsLocation, resolve_tracking_config
-from tracking_tasks.errors import ExperimentSetupError, TrackingConfigError, mlflow_errors
+from tracking_tasks.errors import ExperimentSetupError, mlflow_errors
 from tracking_tasks.handles import TrackingContext
 from tracking_tasks.hashing import config_hash
-from tracking_tasks.ops.client import use_credentials
+from tracking_tasks.ops.client import apply_credentials
 from tracking_tasks.ops.credentials import Origin, authorization_for
 from tracking_tasks.ops.environment import neutralise_injected_env, point_fluent_api
 from tracking_tasks.ops.experiments import ensure_experiment
-from tracking_tasks.urls import is_http_uri, redact_uri
+from tracking_tasks.ops.tokens import TokenProvider, TokenSource
+from tracking_tasks.urls import base_scheme, is_http_uri, redact_uri
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -100,7 +101,7 @@ def setup_mlflow(
     artifact_location: str | None = None,
     azure_workspace: AzureMLWorkspace | None = None,
     ml_client: Any = None,
-    azure_credential: TokenCredential | None = None,
+    azure_credential: TokenCredential | TokenSource | None = None,
     credentials: CredentialsLocation | None = None,
 ) -> TrackingContext:
     """Resolve where to track, make sure the experiment exists, return a ``TrackingContext``.
@@ -141,8 +142,14 @@ def setup_mlflow(
         azure_workspace: An Azure ML workspace to track into (wins over ``config``).
         ml_client: A ready ``azure.ai.ml.MLClient``; its workspace is tracked into and
             the client reads the tracking URI. Never cached nor persisted.
-        azure_credential: Azure ``TokenCredential`` for ``azure_workspace`` when no
-            ``ml_client`` is given; ``DefaultAzureCredential()`` when None.
+        azure_credential: The workspace's credential: an azure-identity
+            ``TokenCredential``, or a token provider (a callable returning a token or
+            ``(token, expires_at)``, a ``TokenProvider``). It reads the workspace's
+            tracking URI when no ``ml_client`` is given, and authenticates this process's
+            MLflow tracking to the workspace (asked for a fresh token before expiry, so a
+            flow longer than a token's life keeps logging). When None: the ``ml_client``'s
+            credential, else ``DefaultAzureCredential()``; azureml-mlflow's own chain
+            then authenticates tracking.
         credentials: An ``MlflowCredentials`` block for the tracking server.
 
     Returns:
@@ -177,10 +184,17 @@ def setup_mlflow(
     digest = config_hash(resolved)
     location = resolved
     if resolved.azure_workspace is not None:
-        from tracking_tasks.azure_ml import get_azure_tracking_uri
+        from tracking_tasks.azure_ml import as_token_credential, get_azure_tracking_uri
 
+        if azure_credential is None and credentials is not None:
+            # a block's token provider is the workspace's credential (an azure-identity one)
+            block_credential = credentials.scoped_credential()
+            if isinstance(block_credential, TokenProvider):
+                azure_credential = block_credential
         uri = get_azure_tracking_uri(
-            resolved.azure_workspace, ml_client=ml_client, credential=azure_credential
+            resolved.azure_workspace,
+            ml_client=ml_client,
+            credential=None if azure_credential is None else as_token_credential(azure_credential),
         )
         location = resolved.model_copy(update={"tracking_uri": uri})
         log.info(
@@ -189,7 +203,16 @@ def setup_mlflow(
             redact_uri(uri),
         )
     assert location.tracking_uri is not None and location.experiment_name is not None
-    reference = _scope(credentials, location.tracking_uri)
+    reference = apply_credentials(credentials, location.tracking_uri)
+    workspace_credential = azure_credential or getattr(ml_client, "_credential", None)
+    if (
+        workspace_credential is not None
+        and reference is None
+        and base_scheme(location.tracking_uri) == "azureml"
+    ):
+        from tracking_tasks.azure_ml import use_workspace_credential
+
+        use_workspace_credential(location.tracking_uri, workspace_credential)
     check_reachable(
         location.tracking_uri,
         f"could not set up experiment {location.experiment_name!r} on "
@@ -219,21 +242,3 @@ def setup_mlflow(
         redact_uri(context.tracking_uri),
     )
     return context
-
-
-def _scope(credentials: CredentialsLocation | None, tracking_uri: str) -> str | None:
-    """Scope a block's credential to the resolved server; return its reference."""
-    if credentials is None:
-        return None
-    credential = credentials.scoped_credential()
-    if credential is None:
-        return None
-    if not is_http_uri(tracking_uri):
-        raise TrackingConfigError(
-            f"the credentials are for an HTTP(S) tracking server, but the tracking URI is "
-            f"{redact_uri(tracking_uri)}: an Azure ML workspace authenticates through Azure "
-            "(azure_credential), a database through its own settings"
-        )
-    reference = credentials.credentials_reference()
-    use_credentials(tracking_uri, credential, reference)
-    return reference

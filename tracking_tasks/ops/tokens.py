@@ -56,6 +56,7 @@ class TokenProvider:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
+        self._expires_at = 0.0
         self.fetches = 0
         name = (
             provider
@@ -67,7 +68,7 @@ class TokenProvider:
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without its lock, live provider object and token (never a secret)."""
         state = dict(self.__dict__)
-        state.update(_lock=None, _token=None, _refresh_at=0.0)
+        state.update(_lock=None, _token=None, _refresh_at=0.0, _expires_at=0.0)
         if isinstance(self._source, str):
             state["_provider"] = None  # imported again where it is used
         return state
@@ -93,7 +94,7 @@ class TokenProvider:
             self._provider = source
         return self._provider
 
-    def _fetch(self) -> tuple[str, float]:
+    def _fetch(self) -> tuple[str, float, float]:
         provider = self._resolve()
         now = time.time()
         if not (hasattr(provider, "get_token") or callable(provider)):
@@ -121,13 +122,63 @@ class TokenProvider:
         if not isinstance(token, str) or not token:
             raise TrackingConfigError(f"{self.description} returned no token")
         if expires is None:
-            return token, now + self.max_age
+            return token, now + self.max_age, now + self.max_age
         lifetime = max(float(expires) - now, 0.0)
-        return token, float(expires) - min(self.refresh_margin, lifetime / 4)
+        return token, float(expires) - min(self.refresh_margin, lifetime / 4), float(expires)
 
-    def authorization(self, *, refresh: bool = False) -> str:
+    def current(self, *, refresh: bool = False) -> tuple[str, float]:
+        """The token to send now and when it expires (epoch seconds), asked again if due.
+
+        Args:
+            refresh: Ask the provider now (the server refused the last token).
+
+        Returns:
+            ``(token, expires_at)``; a token without a known expiry counts as expiring
+            ``max_age`` seconds after it was asked.
+
+        Raises:
+            TrackingConfigError: the provider failed or gave no token.
+
+        Example:
+            >>> TokenProvider(lambda: ("t0k", 2e9)).current()
+            ('t0k', 2000000000.0)
+        """
         with self._lock:
             if refresh or self._token is None or time.time() >= self._refresh_at:
-                self._token, self._refresh_at = self._fetch()
+                self._token, self._refresh_at, self._expires_at = self._fetch()
                 self.fetches += 1
-            return f"Bearer {self._token}"
+            return self._token, self._expires_at
+
+    def authorization(self, *, refresh: bool = False) -> str:
+        """The ``Authorization`` header value: ``Bearer <token>``."""
+        return f"Bearer {self.current(refresh=refresh)[0]}"
+
+    def token_credential(self) -> Any:
+        """The provider itself when it is an azure-identity credential, else this object.
+
+        An azure-identity credential caches and renews tokens per scope, so it is handed
+        scopes directly (Azure ML tracking asks the Resource Manager scope).
+
+        Raises:
+            TrackingConfigError: an import path that cannot be imported.
+        """
+        provider = self._resolve()
+        return provider if hasattr(provider, "get_token") else self
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        """The token as an azure-core ``AccessToken``: a provider is a ``TokenCredential``.
+
+        So the same provider can be given to ``MLClient`` and to an Azure ML workspace's
+        MLflow tracking (``setup_mlflow(azure_credential=...)``). The scopes are those of
+        the provider's own configuration (``scope=``); a callable gives one token for all.
+
+        Returns:
+            ``azure.core.credentials.AccessToken(token, expires_on)``.
+
+        Raises:
+            TrackingConfigError: the provider failed or gave no token.
+        """
+        from azure.core.credentials import AccessToken
+
+        token, expires_at = self.current()
+        return AccessToken(token, int(expires_at))

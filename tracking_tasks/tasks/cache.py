@@ -13,7 +13,7 @@ from tracking_tasks.errors import TrackingTasksError
 from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops.query import resolve_scope
 
-__all__ = ["LookupCachePolicy", "SetupCachePolicy"]
+__all__ = ["LookupCachePolicy", "SetupCachePolicy", "credentials_identity"]
 
 #: The setup_mlflow arguments that decide where it tracks (azure_credential does not).
 _RESOLVED_ARGUMENTS = (
@@ -59,12 +59,19 @@ class SetupCachePolicy(CachePolicy):
             )
         except TrackingTasksError:
             return None  # no key: the task body runs and raises the clear error
-        identity = getattr(credentials, "cache_identity", None)
-        source = {
-            "config": config_hash(resolved),
-            "credentials": identity() if callable(identity) else None,
-        }
+        source = {"config": config_hash(resolved), "credentials": credentials_identity(credentials)}
         return f"tracking-tasks-setup-{flow_run_id}-{config_hash(source)}"
+
+
+def credentials_identity(credentials: Any) -> dict[str, Any] | None:
+    """What a credentials block is, for a cache key: never its secret, nor a hash of it.
+
+    Example:
+        >>> credentials_identity(None) is None
+        True
+    """
+    identity = getattr(credentials, "cache_identity", None)
+    return identity() if callable(identity) else None
 
 
 @dataclass
@@ -98,16 +105,18 @@ class LookupCachePolicy(CachePolicy):
         **kwargs: Any,
     ) -> str | None:
         try:
+            credentials = inputs.get("credentials")
             scope = resolve_scope(
                 inputs.get("experiments"),
                 inputs.get("experiment_name"),
                 inputs.get("tracking_uri"),
+                credentials=credentials,
                 all_when_unnamed=self.all_when_unnamed,
             )
             digest = config_hash(
                 {
                     "task": task_ctx.task.task_key,
-                    "inputs": inputs,
+                    "inputs": {**inputs, "credentials": credentials_identity(credentials)},
                     "tracking_uri": scope.tracking_uri,
                     "experiment_ids": sorted(scope.experiment_ids),
                 }
