@@ -80,6 +80,17 @@ def _history(uri: str, run_id: str, *keys: str) -> list[Point]:
     )
 
 
+def _task_states(flow_run_id: str, name: str) -> list[str]:
+    """The current state name of each task run ``name`` of a flow run."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with prefect_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return sorted(str(t.state_name) for t in task_runs if t.name.startswith(name))
+
+
 def _plain_run(config: TrackingConfig, name: str) -> RunRef:
     from tracking_tasks.ops.runs import create_mlflow_run as plain_create
 
@@ -327,9 +338,14 @@ def test_prefect_api_outage_mid_flow_keeps_tracking_complete_and_the_flow_comple
     assert proc.returncode == 0, text[-3000:]
     assert during["injected"] >= 1, during  # the flow did call the API during the outage
     flow_run_id, state_name = text.strip().splitlines()[-1].split()[1:]
+    assert state_name == "Completed"
     with prefect_client(sync_client=True) as client:
         assert client.read_flow_run(flow_run_id).state.is_completed()  # type: ignore[union-attr]
-    assert state_name == "Completed"
+    # task run states travel as events over the websocket the outage cut: all recorded
+    deadline = time.monotonic() + 60
+    while (states := _task_states(flow_run_id, "log_chunk")) != ["Completed"] * fault_flow.CHUNKS:
+        assert time.monotonic() < deadline, states
+        time.sleep(1)
 
     client = MlflowClient(tracking_config.tracking_uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id  # type: ignore[union-attr]
