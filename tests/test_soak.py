@@ -12,6 +12,7 @@ processes are the Dask, worker and reconcile tiers' subject.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,6 +21,7 @@ from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tests.helpers import experiment_runs
+from tests.servers import MlflowServer, start_mlflow_server
 from tracking_tasks import RunLogger, TrackingConfig, TrackingContext, mlflow_state_hooks
 from tracking_tasks.ops.setup import setup_mlflow
 from tracking_tasks.tags import CONFIG_HASH_TAG, FLOW_RUN_TAG, IDENTITY_TAG
@@ -54,10 +56,35 @@ def soak(context: TrackingContext, flow_index: int) -> int:
     return sum(f.result() for f in futures)
 
 
+@pytest.fixture(scope="module")
+def soak_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """An `mlflow server` sized for 128 concurrent writers.
+
+    With MLflow's default SQLAlchemy pool (5 connections + 10 overflow, 30 s wait) the
+    session's server answered many of the 128 writers ``400 BAD_REQUEST: QueuePool limit
+    of size 5 overflow 10 reached`` on this loaded machine: a 400, so MLflow's client does
+    not retry it. A server for this many writers needs a pool as large as its request
+    threads (uvicorn's thread pool: 40).
+    """
+    server = start_mlflow_server(
+        tmp_path_factory.mktemp("mlflow-soak"),
+        env_extra={
+            "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "40",
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "0",
+        },
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_16_concurrent_flow_runs_of_8_threads_lose_no_point_and_duplicate_no_run(
-    tracking_config: TrackingConfig,
+    soak_server: MlflowServer, fluent_reset: None
 ) -> None:
+    tracking_config = TrackingConfig(experiment_name="soak", tracking_uri=soak_server.url)
     context = setup_mlflow(tracking_config)
     with ThreadPoolExecutor(FLOW_RUNS) as pool:
         states = list(pool.map(lambda i: soak(context, i, return_state=True), range(FLOW_RUNS)))
