@@ -3,7 +3,7 @@
 ``python -m tests.fault_flow TRACKING_URI EXPERIMENT MARKER`` opens one MLflow run per
 chunk, logs ``POINTS`` deterministic points into each (see :func:`expected_points`), and
 writes MARKER when it starts its loop, so the test knows when to cut the Prefect API.
-The last line of stdout is ``flow-run <id> <state name>``.
+It prints ``flow-run <id> <state name>`` on a line of its own at the end.
 """
 
 from __future__ import annotations

@@ -337,7 +337,8 @@ def test_prefect_api_outage_mid_flow_keeps_tracking_complete_and_the_flow_comple
     text = output.decode(errors="replace")
     assert proc.returncode == 0, text[-3000:]
     assert during["injected"] >= 1, during  # the flow did call the API during the outage
-    flow_run_id, state_name = text.strip().splitlines()[-1].split()[1:]
+    (result,) = [line for line in text.splitlines() if line.startswith("flow-run ")]
+    flow_run_id, state_name = result.split()[1:]
     assert state_name == "Completed"
     with prefect_client(sync_client=True) as client:
         assert client.read_flow_run(flow_run_id).state.is_completed()  # type: ignore[union-attr]
