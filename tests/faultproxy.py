@@ -8,17 +8,24 @@ one fault instead:
   both connections (TCP RST) in the middle of the body;
 - ``503``     read the whole request, answer ``503 Service Unavailable`` (not forwarded);
 - ``429``     read the whole request, answer ``429 Too Many Requests`` (not forwarded);
+  both carry ``Retry-After: <--retry-after>`` when that is set (no header by default);
 - ``403``     read the whole request, answer ``403 Forbidden``: a permanent refusal;
 - ``stall``   forward the whole request upstream (so the server does the work), then
-  hold the client's connection silent for ``--stall-seconds`` and close it unanswered.
+  hold the client's connection silent for ``--stall-seconds`` and close it unanswered;
+- ``slow``    wait ``--slow-seconds``, then forward the request and relay the answer.
 
 Selection: requests whose ``METHOD path`` matches ``--match`` (a regex) are candidates
 (counted even with ``--fault none``, so tests can count requests of a kind);
-the first ``--first`` candidates are faulted, then each later one with probability
+the first ``--after`` candidates pass untouched, the next ``--first`` are faulted, then each later one with probability
 ``--fraction`` (seeded by ``--seed``). The control endpoint ``/__faultproxy__`` (never
 forwarded) answers GET with counters as JSON and takes a POST of a JSON object with any
-of ``fault``, ``first``, ``fraction``, ``match``, ``seed``, ``stall_seconds`` to
-reconfigure (counters reset). It also serves as a forward proxy (``HTTP_PROXY``):
+of ``fault``, ``after``, ``first``, ``fraction``, ``match``, ``seed``, ``stall_seconds``,
+``slow_seconds``, ``retry_after`` to reconfigure (counters reset), and ``cut_tunnels: true`` to abort every open tunnel.
+
+A request asking for a protocol upgrade (a websocket, as Prefect's events client opens)
+that is not faulted becomes a tunnel: the request goes upstream as it came, and the
+bytes are relayed both ways until either side closes (counted in ``tunnels``). It also
+serves as a forward proxy (``HTTP_PROXY``):
 a request line with an absolute URL goes upstream in origin form, counted in
 ``as_forward_proxy``.
 
@@ -67,7 +74,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 CONTROL_PATH = "/__faultproxy__"
-FAULTS = ("none", "refuse", "reset", "503", "429", "403", "stall")
+FAULTS = ("none", "refuse", "reset", "503", "429", "403", "stall", "slow")
 _CHUNK = 256 * 1024
 _HOP_BY_HOP = {
     "connection",
@@ -91,6 +98,8 @@ class Policy:
         match: str = ".*",
         seed: int = 0,
         stall_seconds: float = 5.0,
+        slow_seconds: float = 2.0,
+        retry_after: str | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self.configure(
@@ -100,6 +109,8 @@ class Policy:
             match=match,
             seed=seed,
             stall_seconds=stall_seconds,
+            slow_seconds=slow_seconds,
+            retry_after=retry_after,
         )
 
     def configure(self, **options: Any) -> None:
@@ -109,6 +120,7 @@ class Policy:
                 raise ValueError(f"unknown fault {fault!r}; one of {FAULTS}")
             self.fault = fault
             self.first = int(options.get("first", getattr(self, "first", 0)))
+            self.after = int(options.get("after", getattr(self, "after", 0)))
             self.fraction = float(options.get("fraction", getattr(self, "fraction", 0.0)))
             self.match = re.compile(str(options.get("match", getattr(self, "match_text", ".*"))))
             self.match_text = self.match.pattern
@@ -116,6 +128,11 @@ class Policy:
             self.stall_seconds = float(
                 options.get("stall_seconds", getattr(self, "stall_seconds", 5.0))
             )
+            self.slow_seconds = float(
+                options.get("slow_seconds", getattr(self, "slow_seconds", 2.0))
+            )
+            retry_after = options.get("retry_after", getattr(self, "retry_after", None))
+            self.retry_after = None if retry_after is None else str(retry_after)
             self.seen = 0
             self.candidates = 0
             self.injected = 0
@@ -123,6 +140,7 @@ class Policy:
             self.as_forward_proxy = 0
             self.authorization: dict[str, int] = {}
             self.refused_tokens = 0
+            self.tunnels = 0
 
     def choose(self, method: str, path: str) -> str:
         """The fault for this request ("none" to forward it untouched)."""
@@ -133,7 +151,9 @@ class Policy:
             self.candidates += 1
             if self.fault == "none":
                 return "none"
-            hit = self.candidates <= self.first or (
+            if self.candidates <= self.after:
+                return "none"
+            hit = self.candidates - self.after <= self.first or (
                 self.fraction > 0 and self.random.random() < self.fraction
             )
             if hit:
@@ -146,9 +166,12 @@ class Policy:
             return {
                 "fault": self.fault,
                 "first": self.first,
+                "after": self.after,
                 "fraction": self.fraction,
                 "match": self.match_text,
                 "stall_seconds": self.stall_seconds,
+                "slow_seconds": self.slow_seconds,
+                "retry_after": self.retry_after,
                 "seen": self.seen,
                 "candidates": self.candidates,
                 "injected": self.injected,
@@ -156,6 +179,7 @@ class Policy:
                 "as_forward_proxy": self.as_forward_proxy,
                 "authorization": dict(self.authorization),
                 "refused_tokens": self.refused_tokens,
+                "tunnels": self.tunnels,
             }
 
     def note_authorization(self, value: str | None) -> None:
@@ -174,6 +198,10 @@ class Policy:
     def count_forwarded(self) -> None:
         with self.lock:
             self.forwarded += 1
+
+    def count_tunnel(self) -> None:
+        with self.lock:
+            self.tunnels += 1
 
 
 def header_digest(value: str) -> str:
@@ -198,6 +226,15 @@ def token_is_valid(key: str, header: str | None) -> bool:
     except ValueError:
         return False
     return alive and hmac.compare_digest(wanted, signature)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    """Copy bytes from ``source`` to ``sink`` until ``source`` closes or fails."""
+    with contextlib.suppress(OSError):
+        while data := source.recv(_CHUNK):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
 
 
 def _abort(sock: socket.socket) -> None:
@@ -229,8 +266,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        if status == 429:
-            self.send_header("Retry-After", "0")
+        retry_after = self.server.policy.retry_after
+        if status in (429, 503) and retry_after is not None:
+            self.send_header("Retry-After", retry_after)
         self.end_headers()
         self.wfile.write(body)
 
@@ -239,6 +277,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if self.command == "POST":
             try:
                 options = json.loads(self.rfile.read(self._body_length()) or b"{}")
+                if options.pop("cut_tunnels", False):
+                    self.server.cut_tunnels()
                 policy.configure(**options)
             except (ValueError, TypeError) as exc:
                 self._answer(400, json.dumps({"error": str(exc)}).encode())
@@ -278,7 +318,35 @@ class ProxyHandler(BaseHTTPRequestHandler):
             message = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"faultproxy {fault}"}
             self._answer(int(fault), json.dumps(message).encode())
             return
+        if fault == "slow":
+            time.sleep(self.server.policy.slow_seconds)
+        if fault == "none" and self.headers.get("Upgrade"):
+            self._tunnel()
+            return
         self._forward(fault, length)
+
+    def _tunnel(self) -> None:
+        """Relay an upgraded connection (a websocket) to the upstream, both ways."""
+        upstream = self.server.upstream
+        self.close_connection = True
+        try:
+            up = socket.create_connection((upstream.hostname, upstream.port), timeout=30)
+        except OSError:
+            _abort(self.connection)
+            return
+        lines = [f"{self.command} {self.path} HTTP/1.1"]
+        lines += [f"{k}: {v}" for k, v in self.headers.items() if k.lower() != "host"]
+        lines.append(f"Host: {upstream.netloc}")
+        up.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        up.settimeout(None)
+        self.connection.settimeout(None)
+        self.server.policy.count_tunnel()
+        self.server.add_tunnel(self.connection, up)
+        back = threading.Thread(target=_pipe, args=(up, self.connection), daemon=True)
+        back.start()
+        _pipe(self.connection, up)
+        back.join(timeout=5)
+        self.server.drop_tunnel(self.connection, up)
 
     def _forward(self, fault: str, length: int) -> None:
         upstream = self.server.upstream
@@ -365,6 +433,26 @@ class ProxyServer(ThreadingHTTPServer):
         self.policy = policy
         self.token_key = token_key
         self.strip_path = re.compile(strip_path) if strip_path else None
+        self._tunnels: set[tuple[socket.socket, socket.socket]] = set()
+        self._tunnels_lock = threading.Lock()
+
+    def add_tunnel(self, client: socket.socket, upstream: socket.socket) -> None:
+        with self._tunnels_lock:
+            self._tunnels.add((client, upstream))
+
+    def drop_tunnel(self, client: socket.socket, upstream: socket.socket) -> None:
+        with self._tunnels_lock:
+            self._tunnels.discard((client, upstream))
+        _abort(upstream)
+
+    def cut_tunnels(self) -> None:
+        """Abort every open tunnel, both sides (as a server going away would)."""
+        with self._tunnels_lock:
+            tunnels, self._tunnels = self._tunnels, set()
+        for client, upstream in tunnels:
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -377,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--match", default=".*", help="regex on 'METHOD path'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stall-seconds", type=float, default=5.0)
+    parser.add_argument("--slow-seconds", type=float, default=2.0)
+    parser.add_argument("--retry-after", help="Retry-After value of 429/503 answers")
     parser.add_argument(
         "--token-key-env",
         metavar="VAR",
@@ -387,7 +477,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--strip-path", help="regex removed from each path before forwarding")
     args = parser.parse_args(argv)
     policy = Policy(
-        args.fault, args.first, args.fraction, args.match, args.seed, args.stall_seconds
+        args.fault,
+        args.first,
+        args.fraction,
+        args.match,
+        args.seed,
+        args.stall_seconds,
+        args.slow_seconds,
+        args.retry_after,
     )
     token_key = os.environ[args.token_key_env] if args.token_key_env else None
     server = ProxyServer(args.port, args.upstream, policy, token_key, args.strip_path)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +87,18 @@ class MlflowServer:
     root: Path
     log_path: Path
     ca_bundle: Path | None = None
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> None:
         stop_process_group(self.proc)
+
+    def restart(self, down_seconds: float = 0.0, timeout: float = 180) -> None:
+        """Kill the server's process group and start ``mlflow server`` again with the same
+        command: same port, SQLite database and artifacts folder. Waits for /health."""
+        self.stop()
+        time.sleep(down_seconds)
+        self.proc = _launch_mlflow(self.command, self.env, self.log_path, self.url, timeout)
 
 
 def start_mlflow_server(
@@ -120,27 +129,48 @@ def start_mlflow_server(
             f"--ssl-certfile {ca_bundle} --ssl-keyfile {key}",
         )
     log_path = root / "server.log"
-    log = log_path.open("wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env.update(env_extra or {})
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--serve-artifacts",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", str(workers),
+        *extra_args,
+    ]  # fmt: skip
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    proc = _launch_mlflow(command, env, log_path, url, timeout, ca_bundle)
+    return MlflowServer(
+        url=url,
+        proc=proc,
+        root=root,
+        log_path=log_path,
+        ca_bundle=ca_bundle,
+        command=command,
+        env=env,
+    )
+
+
+def _launch_mlflow(
+    command: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    url: str,
+    timeout: float,
+    ca_bundle: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in its own session (log appended), wait for ``url``/health."""
     proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-            "--serve-artifacts",
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--workers", str(workers),
-            *extra_args,
-        ],
-        stdout=log,
+        command,
+        stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,
         env=env,
         start_new_session=True,
-    )  # fmt: skip
-    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    )
     try:
         wait_http_ok(f"{url}/health", timeout, proc, ca_bundle)
     except Exception:
@@ -148,7 +178,7 @@ def start_mlflow_server(
         raise RuntimeError(
             f"mlflow server failed to start:\n{log_path.read_text()[-3000:]}"
         ) from None
-    return MlflowServer(url=url, proc=proc, root=root, log_path=log_path, ca_bundle=ca_bundle)
+    return proc
 
 
 @dataclass

@@ -1,11 +1,15 @@
-"""Logging to a run: log_params, log_metrics, set_tags, and RunLogger, all through log_batch."""
+"""Logging to a run: log_params, log_metrics, set_tags, and RunLogger, all through log_batch.
+
+Over 400 lines on purpose: the batch splitter, the one-shot functions and RunLogger
+share one send path (``send_batch``) and its delivery rule; split, they would not.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -86,14 +90,21 @@ def send_batch(
     metrics: list[Metric] | None = None,
     params: list[Param] | None = None,
     tags: list[RunTag] | None = None,
+    *,
+    acknowledged: Callable[[int, int, int], None] | None = None,
 ) -> int:
     """Send checked entities to ``run`` with as few ``log_batch`` requests as allowed.
+
+    The requests go out in order, each retried by MLflow's client; when one fails for
+    good the later ones are not sent.
 
     Args:
         run: The run handle.
         metrics: MLflow ``Metric`` entities.
         params: MLflow ``Param`` entities.
         tags: MLflow ``RunTag`` entities.
+        acknowledged: Called after each request the server acknowledged, with the
+            numbers of metrics, params and tags it carried (the leading ones of each list).
 
     Returns:
         The number of requests sent.
@@ -129,6 +140,8 @@ def send_batch(
                 synchronous=True,
             )
             requests += 1
+            if acknowledged is not None:
+                acknowledged(len(chunk_metrics), len(chunk_params), len(chunk_tags))
     return requests
 
 
@@ -377,18 +390,29 @@ class RunLogger:
     def flush(self) -> None:
         """Send everything buffered now, in as few ``log_batch`` requests as allowed.
 
+        Each request the server acknowledged leaves the buffer at once; when one fails
+        (after MLflow's own retries), it and the rest stay buffered for the next flush,
+        so no point is sent twice by the logger. See the faults guide for what a lost
+        reply means.
+
         Raises:
             RunNotFoundError: the run does not exist.
             InvalidLogDataError: MLflow refused the data.
+            TrackingServerError: the server failed or could not be reached.
         """
         with self._lock:
-            metrics, params, tags = self._metrics, self._params, self._tags
-            if not (metrics or params or tags):
+            if not (self._metrics or self._params or self._tags):
                 return
-            self.requests_sent += send_batch(self.run, metrics, params, tags)
-            self.points_sent += len(metrics)
-            self._metrics, self._params, self._tags = [], [], []
+            # copies: _sent trims the buffers while batches() walks the lists it was given
+            pending = list(self._metrics), list(self._params), list(self._tags)
+            send_batch(self.run, *pending, acknowledged=self._sent)
             self._last_flush = time.monotonic()
+
+    def _sent(self, metrics: int, params: int, tags: int) -> None:
+        """Drop what one acknowledged request carried (called with the lock held)."""
+        del self._metrics[:metrics], self._params[:params], self._tags[:tags]
+        self.requests_sent += 1
+        self.points_sent += metrics
 
     def __enter__(self) -> RunLogger:
         return self

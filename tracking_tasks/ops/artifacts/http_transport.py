@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,9 @@ from tracking_tasks.errors import (
 )
 from tracking_tasks.ops.artifacts.transport import (
     CHUNK_BYTES,
+    RETRY_AFTER_ATTEMPTS,
+    RETRY_AFTER_MAX_SECONDS,
+    RETRY_AFTER_STATUS,
     TRANSIENT_STATUS,
     ProgressFn,
     RemoteFile,
@@ -35,6 +39,7 @@ from tracking_tasks.ops.artifacts.transport import (
     is_transient,
     join,
     repo_artifact_uri,
+    retry_after_seconds,
     safe_relpath,
 )
 from tracking_tasks.ops.client import ensure_credentials
@@ -153,7 +158,10 @@ class _Origin:
 
     Each request is sent once (no urllib3 retries, no redirects followed): a failure is
     raised as ``TransientArtifactError`` or a permanent ``ArtifactError`` so that the
-    Prefect task's retries are the only ones, and visible.
+    Prefect task's retries are the only ones, and visible. One exception: an HTTP 429 or
+    503 with a ``Retry-After`` is waited out and sent again in place, up to
+    ``RETRY_AFTER_ATTEMPTS`` times; a ``Retry-After`` over ``RETRY_AFTER_MAX_SECONDS``
+    fails at once (see ``request``).
     """
 
     def __init__(self, url: str, tracking_uri: str, timeout: float, pool_size: int) -> None:
@@ -225,12 +233,45 @@ class _Origin:
         """Send one request to ``target`` (a path with its query); return a 2xx answer.
 
         With ``stream=True`` the body is left unread: read it, then ``release_conn()``.
+        ``body`` may be a function returning a fresh body (a streamed file), so that the
+        request can be sent again after a ``Retry-After``: an HTTP 429 or 503 with
+        ``Retry-After: N`` (seconds or a date) is sent again after N seconds, at most
+        ``RETRY_AFTER_ATTEMPTS`` times.
 
         Raises:
-            TransientArtifactError: connection refused/reset, timeout, HTTP 408/429/5xx.
+            TransientArtifactError: connection refused/reset, timeout, HTTP 408/429/5xx
+                (a 429/503 after ``RETRY_AFTER_ATTEMPTS`` waits).
             ArtifactNotFoundError: HTTP 404.
-            ArtifactError: any other refusal.
+            ArtifactError: a ``Retry-After`` over ``RETRY_AFTER_MAX_SECONDS``; any other
+                refusal.
         """
+        for waited in range(RETRY_AFTER_ATTEMPTS + 1):
+            response = self._request_once(method, target, what, body, headers, stream)
+            wait = retry_after_seconds(response.headers.get("Retry-After"))
+            if response.status not in RETRY_AFTER_STATUS or wait is None:
+                break
+            if wait > RETRY_AFTER_MAX_SECONDS:
+                response.drain_conn()
+                raise ArtifactError(
+                    f"{what}: {self.description} answered HTTP {response.status} with "
+                    f"Retry-After {wait:.0f} s, longer than the {RETRY_AFTER_MAX_SECONDS:.0f} s "
+                    "an artifact transfer waits (RETRY_AFTER_MAX_SECONDS); try again later"
+                )
+            if waited == RETRY_AFTER_ATTEMPTS:
+                break
+            response.drain_conn()
+            time.sleep(wait)
+        return self._checked(response, what, stream)
+
+    def _request_once(
+        self,
+        method: str,
+        target: str,
+        what: str,
+        body: Any,
+        headers: dict[str, str] | None,
+        stream: bool,
+    ) -> urllib3.BaseHTTPResponse:
         import urllib3
 
         url = self.origin + target
@@ -238,6 +279,8 @@ class _Origin:
         scoped = authorization_for(url)  # asked per request: a provider's token expires
         if scoped is not None:
             sent["Authorization"] = scoped
+        if callable(body):
+            body = body()
         try:
             response = self._send(method, url, target, body, sent, stream)
             if response.status == 401 and is_refreshable(url) and isinstance(body, bytes | None):
@@ -247,6 +290,12 @@ class _Origin:
                 response = self._send(method, url, target, body, sent, stream)
         except urllib3.exceptions.HTTPError as exc:
             raise _classify(exc, what) from exc
+        return response
+
+    def _checked(
+        self, response: urllib3.BaseHTTPResponse, what: str, stream: bool
+    ) -> urllib3.BaseHTTPResponse:
+        """``response`` if it is a 2xx answer, else the error it means."""
         if response.status < 300:
             return response
         detail = (response.read(300) if stream else response.data[:300]).decode("utf-8", "replace")
@@ -386,18 +435,24 @@ class HttpTransport:
             if progress is not None:
                 progress(len(body))
             return hashlib.sha256(body).hexdigest()
-        stream = _FileBody(local, size, progress)
+        streams: list[_FileBody] = []  # one more each time a Retry-After asks again
+
+        def fresh() -> _FileBody:
+            streams.append(_FileBody(local, size, progress))
+            return streams[-1]
+
         try:
             self.http.request(
                 "PUT",
                 self._target(remote),
                 what,
-                body=stream,
+                body=fresh,
                 headers={"Content-Length": str(size)},
             )
         finally:
-            stream.close()
-        return stream.hexdigest()
+            for stream in streams:
+                stream.close()
+        return streams[-1].hexdigest()
 
     def _list_one(self, remote_dir: str) -> list[tuple[str, bool, int | None]]:
         what = f"listing of {remote_dir or '/'!r} in {self.description}"

@@ -31,12 +31,21 @@ __all__ = [
     "is_transient",
     "join",
     "repo_artifact_uri",
+    "retry_after_seconds",
     "safe_relpath",
     "sha256_file",
 ]
 
 CHUNK_BYTES = 1024 * 1024
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: Answers whose ``Retry-After`` the HTTP transport honours in place.
+RETRY_AFTER_STATUS = frozenset({429, 503})
+RETRY_AFTER_MAX_SECONDS = 60.0
+"""The longest ``Retry-After`` a transfer waits for; a longer one fails the transfer at
+once (``ArtifactError`` naming the server and the wait), not retried."""
+RETRY_AFTER_ATTEMPTS = 3
+"""How many ``Retry-After`` answers one request waits out in place before the failure
+goes to the task's retries (``TransientArtifactError``)."""
 
 ProgressFn = Callable[[int], None]
 
@@ -106,6 +115,31 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header value asks for: delay-seconds or an HTTP-date.
+
+    Returns:
+        The wait (0 for a date in the past), or None for a missing or unreadable value.
+
+    Example:
+        >>> retry_after_seconds("3"), retry_after_seconds(None), retry_after_seconds("soon")
+        (3.0, None, None)
+    """
+    import email.utils
+    import time
+
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
 
 
 def is_transient(exc: BaseException) -> bool:
