@@ -16,7 +16,10 @@ of a curve and returns a final metric; its params are logged on its run.
   (the default runner, at the cluster's concurrency), in this process;
 - raw on the same cluster: ``client.map`` of a plain function that creates the nested
   run with ``MlflowClient``, sleeps, sends params and metrics in one ``log_batch`` and
-  ends the run; the parent run created, tagged with the best trial and ended here.
+  ends the run; the parent run created, tagged with the best trial and ended here;
+- raw in Prefect tasks: the same function as a ``@task`` submitted from a flow on the
+  same ``DaskTaskRunner``: Prefect's own cost of a task run on a Dask worker, without the
+  library, to tell the library's overhead from Prefect's.
 
 It prints and writes bench/results/dask.json: the wall time of each (goal: the library
 on Dask at most 1.10x raw on the same cluster), and the library's fixed cost.
@@ -48,7 +51,9 @@ def curve(i: int) -> list[float]:
     return [i * 100 + step * 0.5 for step in range(STEPS)]
 
 
-def raw_trial(uri: str, experiment_id: str, parent_id: str, params: dict[str, Any], work_s: float) -> tuple[float, str]:
+def raw_trial(
+    uri: str, experiment_id: str, parent_id: str, params: dict[str, Any], work_s: float
+) -> tuple[float, str]:
     """One trial as raw MLflow client calls: create the nested run, work, one batch, end."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
@@ -70,6 +75,25 @@ def raw_trial(uri: str, experiment_id: str, parent_id: str, params: dict[str, An
     return score, run.info.run_id
 
 
+def raw_sweep_flow(uri: str, experiment: str, trials: list[dict[str, Any]], work_s: float) -> None:
+    """The raw trials, each a Prefect task, in a flow on the flow's task runner."""
+    from mlflow import MlflowClient
+    from prefect import task
+
+    trial_task = task(raw_trial, name="raw_trial")
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment(experiment)
+    parent = client.create_run(experiment_id, run_name="sweep")
+    futures = [
+        trial_task.submit(uri, experiment_id, parent.info.run_id, params, work_s)
+        for params in trials
+    ]
+    best_score, best_run = max((f.result() for f in futures), key=lambda r: r[0])
+    client.set_tag(parent.info.run_id, "best_run_id", best_run)
+    client.log_metric(parent.info.run_id, "best.score", best_score)
+    client.set_terminated(parent.info.run_id)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=32)
@@ -82,6 +106,7 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
     from mlflow import MlflowClient
+    from prefect import flow
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
@@ -145,11 +170,18 @@ def main() -> None:
                 client.log_metric(parent.info.run_id, "best.score", best_score)
                 client.set_terminated(parent.info.run_id)
 
+            def raw_in_tasks(experiment: str) -> None:
+                runner = DaskTaskRunner(address=address)
+                flow(name="raw-sweep", task_runner=runner)(raw_sweep_flow)(
+                    uri, experiment, trials, work_s
+                )
+
             # warm up: worker imports, Prefect's first flow run, the thread pool
             library(DaskTaskRunner(address=address), "warm-up-dask")
             library(ThreadPoolTaskRunner(max_workers=slots), "warm-up-threads")
             raw("warm-up-raw")
-            dask_s, threads_s, raw_s = [], [], []
+            raw_in_tasks("warm-up-raw-tasks")
+            dask_s, threads_s, raw_s, tasks_s = [], [], [], []
             for rep in range(args.reps):
                 start = time.perf_counter()
                 library(DaskTaskRunner(address=address), f"dask-{rep}")
@@ -160,8 +192,11 @@ def main() -> None:
                 start = time.perf_counter()
                 raw(f"raw-{rep}")
                 raw_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                raw_in_tasks(f"raw-tasks-{rep}")
+                tasks_s.append(time.perf_counter() - start)
                 print(f"rep {rep}: dask {dask_s[-1]:.2f} s, threads {threads_s[-1]:.2f} s, "
-                      f"raw {raw_s[-1]:.2f} s", flush=True)  # fmt: skip
+                      f"raw {raw_s[-1]:.2f} s, raw in tasks {tasks_s[-1]:.2f} s", flush=True)  # fmt: skip
         note = (
             f"{args.trials} trials, {args.workers} worker processes x {args.threads} threads, "
             f"{args.work_ms:g} ms of work each"
@@ -177,6 +212,16 @@ def main() -> None:
                     higher_is_better=False,
                     goal="<= 1.10x",
                     note=note,
+                ),
+                Pair(
+                    "wall time: track_sweep on DaskTaskRunner vs raw calls in Prefect tasks "
+                    "on the same DaskTaskRunner",
+                    "s",
+                    Measure(dask_s),
+                    Measure(tasks_s),
+                    higher_is_better=False,
+                    goal="<= 1.10x",
+                    note="what the library adds on top of Prefect's own task runs",
                 ),
                 Pair(
                     "wall time: track_sweep on threads vs raw client.map",

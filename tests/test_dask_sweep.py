@@ -7,29 +7,27 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import dask
 import pytest
+from distributed import LocalCluster
 from mlflow import MlflowClient
+from prefect import flow
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect_dask import DaskTaskRunner
 
-pytest.importorskip("prefect_dask")
-
-import dask  # noqa: E402
-from distributed import LocalCluster  # noqa: E402
-from prefect import flow  # noqa: E402
-from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
-from prefect_dask import DaskTaskRunner  # noqa: E402
-
-from tests.helpers import experiment_runs  # noqa: E402
-from tests.servers import PrefectServer  # noqa: E402
-from tracking_tasks.errors import InvalidArgumentError  # noqa: E402
-from tracking_tasks import (  # noqa: E402
+from tests.helpers import experiment_runs
+from tests.servers import PrefectServer
+from tracking_tasks import (
     RunLogger,
     TrackingConfig,
     mlflow_state_hooks,
     setup_mlflow,
     track_sweep,
 )
+from tracking_tasks.errors import InvalidArgumentError
 
-pytestmark = pytest.mark.slow
+# a cluster start and worker processes that import Prefect and MLflow: minutes on 2 busy cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 N_TRIALS = 32
 STEPS = 5

@@ -17,7 +17,8 @@ from tests.helpers import experiment_runs
 from tests.servers import MlflowServer, PrefectServer, stop_process_group
 from tracking_tasks import TrackingConfig
 
-pytestmark = pytest.mark.slow
+# a deploy, two workers, four flow-run processes: minutes on 2 busy cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 N_FLOW_RUNS = 4
 STAGES = {"sweep", "trial-0", "trial-1", "training", "benchmark", "conversion"}
@@ -89,16 +90,36 @@ def test_four_pipeline_runs_on_two_process_workers_track_every_stage_once(
 
     # two workers of one pool, each holding at most 2 flow runs at once: while one holds
     # 2 (each lasts far longer than a 1 s poll), the other 2 can only go to the other
-    worker_env = {**env, "MLFLOW_TRACKING_URI": mlflow_server.url, "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    worker_env = {
+        **env,
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
     home = Path(env["PREFECT_HOME"])
     logs = [home / f"worker-{w}.log" for w in range(2)]
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "tracking-tasks",
-             "--type", "process", "--limit", "2", "--name", f"worker-{w}"],
-            env=worker_env, cwd=repo_root, stdout=logs[w].open("wb"),
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                "tracking-tasks",
+                "--type",
+                "process",
+                "--limit",
+                "2",
+                "--name",
+                f"worker-{w}",
+            ],
+            env=worker_env,
+            cwd=repo_root,
+            stdout=logs[w].open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         for w in range(2)
     ]
     try:
@@ -114,8 +135,8 @@ def test_four_pipeline_runs_on_two_process_workers_track_every_stage_once(
         for worker in workers:
             stop_process_group(worker)
     worker_logs = [log.read_text() for log in logs]
-    assert {s["type"] for s in states.values()} == {"COMPLETED"}, (
-        f"{states}\n" + "\n".join(text[-3000:] for text in worker_logs)
+    assert {s["type"] for s in states.values()} == {"COMPLETED"}, f"{states}\n" + "\n".join(
+        text[-3000:] for text in worker_logs
     )
 
     # each flow run was submitted by exactly one worker, and both workers took some

@@ -157,6 +157,11 @@ def track_sweep(
     ``callbacks`` are called as Optuna's, ``callback(study, frozen_trial)``, after each
     trial; one that raises stops the sweep once the trials in flight have finished.
 
+    **Dask.** ``track_sweep.with_options(task_runner=DaskTaskRunner(address=...))`` runs
+    the trials on a Dask cluster's worker processes (prefect-dask, the ``dask`` extra); the
+    objective then travels by pickle and is checked before anything is written. A trial
+    whose worker dies is FAILED, and its run ended FAILED by the sweep.
+
     Args:
         objective: ``objective(params, log)`` for a list; ``objective(trial, log)`` for Optuna.
         trials: The params of each trial (a list sweep).
@@ -178,7 +183,8 @@ def track_sweep(
 
     Raises:
         InvalidArgumentError: no trials, both a list and a study, no ``metric``,
-            ``mode`` not max/min or against the study's direction, ``n_trials`` missing.
+            ``mode`` not max/min or against the study's direction, ``n_trials`` missing,
+            an objective that cannot be pickled for a task runner of other processes.
         MissingExtraError: an Optuna sweep without the optuna extra.
         SweepFailedError: every trial failed, or none reported ``metric``.
 
@@ -249,7 +255,7 @@ def track_sweep(
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
             # a final state, or none: the worker process died with the trial in it
-            ended_as = state.name if state.is_final() else "Crashed"
+            ended_as = (state.name if state.is_final() else None) or "Crashed"
             run_id = _failed_trial_run_id(context, parent, i, ended_as)
             summaries.append(
                 TrialSummary(
