@@ -27,9 +27,11 @@ from tests.servers import (
     AuthMlflowServer,
     AzureStandin,
     MlflowServer,
+    PrefectServer,
     start_auth_mlflow_server,
     start_azure_standin,
     start_mlflow_server,
+    start_prefect_server,
 )
 from tracking_tasks import TrackingConfig
 
@@ -42,6 +44,21 @@ def prefect_api() -> Iterator[None]:
     with prefect_test_harness(server_startup_timeout=120):
         yield
         RUN_REGISTRY.writer.flush(30)  # labels and links queued for this API go out first
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real `prefect server start` on loopback with its own PREFECT_HOME, for the tiers
+    whose other processes (Dask workers, Prefect workers) need an API they can reach.
+
+    Its ``env`` is for subprocesses; the test process points at it with
+    ``temporary_settings`` (see tests/test_dask_sweep.py).
+    """
+    server = start_prefect_server(tmp_path_factory.mktemp("prefect-server-home"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -248,6 +248,20 @@ class RunRegistry:
         self._identity_guard = threading.Lock()
         self._last_context: TrackingContext | None = None  # the process's last setup
 
+    def __reduce__(self) -> str:
+        """Pickle the process's registry as a name: the receiving process uses its own.
+
+        A flow object sent to another process (prefect-dask ships the running flow, with
+        its state hooks, to each Dask worker) carries hooks that name ``RUN_REGISTRY``;
+        what one process remembers is never another's.
+        """
+        if self is not RUN_REGISTRY:
+            raise TypeError(
+                "only tracking_tasks' RUN_REGISTRY can be pickled (as a reference to the "
+                "receiving process's own); a RunRegistry() of a test stays in its process"
+            )
+        return "RUN_REGISTRY"
+
     @contextlib.contextmanager
     def identity_lock(self, identity: str | None) -> Iterator[None]:
         """Hold the lock of one run identity (no lock for None).

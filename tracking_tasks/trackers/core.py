@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tracking_tasks.config.models import TrackingConfig
-from tracking_tasks.errors import StageOutputError, TrackingConfigError
+from tracking_tasks.errors import InvalidArgumentError, StageOutputError, TrackingConfigError
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.ops.batching import RunLogger
 from tracking_tasks.tags import STAGE_TAG, lineage_tag, stage_run_name
@@ -169,6 +169,37 @@ def open_stage_run(
     if config and log_config:
         log_params(run, flatten_params(config))
     return run
+
+
+def check_travels(fn: Any, what: str) -> None:
+    """Refuse a function the flow's task runner cannot send to its worker processes.
+
+    A thread pool runs tasks in this process and takes any callable; another runner
+    (prefect-dask's ``DaskTaskRunner``) pickles each task's arguments with cloudpickle.
+    Checked once, before the stage writes anything, instead of failing per task.
+
+    Raises:
+        InvalidArgumentError: ``fn`` cannot be pickled, naming why and the fix.
+    """
+    from prefect.context import FlowRunContext
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    context = FlowRunContext.get()
+    runner = context.task_runner if context is not None else None
+    if runner is None or isinstance(runner, ThreadPoolTaskRunner):
+        return
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(fn)
+    except Exception as exc:
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        raise InvalidArgumentError(
+            f"the {what} {name} cannot be pickled ({type(exc).__name__}: {exc}), and the "
+            f"flow's {type(runner).__name__} sends it to other processes: define it at "
+            "module level in a module the workers can import, and let it capture only "
+            "picklable values (open locks, files and clients inside it)"
+        ) from exc
 
 
 def normalise_output(value: Any, stage: str) -> StageOutput:

@@ -5,6 +5,7 @@ The trials are a list of params, or proposed by an Optuna sampler (``trackers.op
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops.batching import RunLogger
 from tracking_tasks.ops.filters import and_, tag_equals
-from tracking_tasks.ops.lifecycle import terminate_run
+from tracking_tasks.ops.lifecycle import end_runs, terminate_run
 from tracking_tasks.ops.search import find_mlflow_runs, get_run_summary
 from tracking_tasks.tags import (
     PARENT_RUN_TAG,
@@ -28,8 +29,10 @@ from tracking_tasks.tags import (
     trial_run_name,
 )
 from tracking_tasks.tasks.hooks import mlflow_state_hooks
+from tracking_tasks.tasks.registry import location_of
 from tracking_tasks.tasks.runs import log_metrics, log_params, open_mlflow_run, release_run
 from tracking_tasks.trackers.core import (
+    check_travels,
     flatten_params,
     normalise_output,
     open_stage_run,
@@ -39,6 +42,8 @@ from tracking_tasks.trackers.optuna_sweep import OptunaSweep, checkpoint_of, imp
 from tracking_tasks.trackers.sweep_results import SweepResult, TrialSummary, finish_sweep
 
 __all__ = ["SweepResult", "TrialSummary", "run_trial", "track_sweep"]
+
+log = logging.getLogger(__name__)
 
 
 @task(name="run_trial", cache_policy=NO_CACHE, task_run_name="trial-{index}")  # user code
@@ -152,6 +157,11 @@ def track_sweep(
     ``callbacks`` are called as Optuna's, ``callback(study, frozen_trial)``, after each
     trial; one that raises stops the sweep once the trials in flight have finished.
 
+    **Dask.** ``track_sweep.with_options(task_runner=DaskTaskRunner(address=...))`` runs
+    the trials on a Dask cluster's worker processes (prefect-dask, the ``dask`` extra); the
+    objective then travels by pickle and is checked before anything is written. A trial
+    whose worker dies is FAILED, and its run ended FAILED by the sweep.
+
     Args:
         objective: ``objective(params, log)`` for a list; ``objective(trial, log)`` for Optuna.
         trials: The params of each trial (a list sweep).
@@ -173,7 +183,8 @@ def track_sweep(
 
     Raises:
         InvalidArgumentError: no trials, both a list and a study, no ``metric``,
-            ``mode`` not max/min or against the study's direction, ``n_trials`` missing.
+            ``mode`` not max/min or against the study's direction, ``n_trials`` missing,
+            an objective that cannot be pickled for a task runner of other processes.
         MissingExtraError: an Optuna sweep without the optuna extra.
         SweepFailedError: every trial failed, or none reported ``metric``.
 
@@ -199,6 +210,7 @@ def track_sweep(
             "a sweep needs at least one trial: pass a list of param mappings, or an Optuna "
             "study (or sampler) with n_trials"
         )
+    check_travels(objective, "objective")
     context = tracking_context(tracking)
     if optuna_sweep:
         return _optuna_sweep(
@@ -242,7 +254,9 @@ def track_sweep(
                 future.result()
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-            run_id = _trial_run_id(context, parent, i)
+            # a final state, or none: the worker process died with the trial in it
+            ended_as = (state.name if state.is_final() else None) or "Crashed"
+            run_id = _failed_trial_run_id(context, parent, i, ended_as)
             summaries.append(
                 TrialSummary(
                     index=i, params=dict(trials[i]), run_id=run_id, status="FAILED", error=error
@@ -353,11 +367,18 @@ def _optuna_sweep(
     )
 
 
-def _trial_run_id(context: TrackingContext, parent: RunRef, index: int) -> str:
-    """The run id of a failed trial, found by its parent and index tags."""
+def _failed_trial_run_id(
+    context: TrackingContext, parent: RunRef, index: int, ended_as: str
+) -> str:
+    """The run of a failed trial, found by its parent and index tags, and ended FAILED if
+    still RUNNING: a trial whose worker process died (a Dask worker killed, out of memory)
+    could not end it, and the sweep's hooks would end it as the sweep ends (FINISHED)."""
     found = find_mlflow_runs(
         context,
         and_(tag_equals(PARENT_RUN_TAG, parent.run_id), tag_equals(TRIAL_INDEX_TAG, str(index))),
-        max_results=1,
     )
+    left_open = [(r.run_id, location_of(context), True) for r in found if r.status == "RUNNING"]
+    _, errors = end_runs(left_open, "FAILED", ended_as)
+    for error in errors:
+        log.warning("could not end the run of failed trial %d: %s", index, error)
     return found[0].run_id if found else ""
