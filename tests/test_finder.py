@@ -34,6 +34,9 @@ from tracking_tasks.errors import ExperimentNotFoundError, InvalidSearchError, R
 from tracking_tasks.tasks.cache import LookupCachePolicy
 from tracking_tasks.tasks.finders import DEFAULT_CACHE_EXPIRATION
 
+# every test here that uses the server runs on SQLite and on PostgreSQL (conftest.py)
+pytestmark = pytest.mark.backends
+
 N_TRIALS = 240
 T0 = 1_700_000_000_000  # start times are explicit, so the expected order is known
 
