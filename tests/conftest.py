@@ -123,9 +123,7 @@ def mlflow_server(request: pytest.FixtureRequest) -> MlflowServer:
 
 
 @pytest.fixture
-def rdb_storage(
-    mlflow_server: MlflowServer, request: pytest.FixtureRequest, tmp_path: Path
-) -> str:
+def rdb_storage(mlflow_server: MlflowServer, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh SQLAlchemy database (an Optuna study's storage) on this test's backend:
     a SQLite file, or a new database in the session's PostgreSQL."""
     if not mlflow_server.backend_store_uri.startswith("postgresql"):

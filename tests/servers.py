@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
-import shutil
 import ssl
 import subprocess
 import sys
