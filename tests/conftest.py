@@ -8,8 +8,10 @@ backend store is a real PostgreSQL 16 (pgserver wheel) reached as
 ``postgresql+psycopg://``. The ``[postgres]`` copy also carries ``slow``, so
 ``pytest -m "not slow"`` keeps only the SQLite run; ``make test`` runs both. Mark tests
 that exercise the tracking database (runs, metrics, searches, status changes), not
-pure-validation ones (they would run twice for nothing). Unmarked tests always get the
-SQLite server. Each backend's server starts once per session, on first use.
+pure-validation ones (they would run twice for nothing). ``@pytest.mark.backends("sqlite")``
+on one test under a module-wide mark keeps it on SQLite alone (a test of Prefect caching,
+say). Unmarked tests always get the SQLite server. Each backend's server starts once
+per session, on first use.
 """
 
 from __future__ import annotations
@@ -64,15 +66,18 @@ BACKENDS = ("sqlite", "postgres")
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize ``mlflow_server`` over BACKENDS for tests marked ``backends``."""
-    if "mlflow_server" not in metafunc.fixturenames:
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is None or "mlflow_server" not in metafunc.fixturenames:
         return
-    if metafunc.definition.get_closest_marker("backends") is None:
-        return
+    wanted = marker.args or BACKENDS
+    unknown = set(wanted) - set(BACKENDS)
+    assert not unknown, f"{metafunc.definition.nodeid}: unknown backends {sorted(unknown)}"
     metafunc.parametrize(
         "mlflow_server",
         [
-            pytest.param("sqlite", id="sqlite"),
-            pytest.param("postgres", id="postgres", marks=pytest.mark.slow),
+            pytest.param(b, id=b, marks=[pytest.mark.slow] if b != BACKENDS[0] else [])
+            for b in BACKENDS
+            if b in wanted
         ],
         indirect=True,
         scope="session",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,12 +103,11 @@ def data(mlflow_server: MlflowServer) -> Data:
         other=f"finder-other-{suffix}",
         other_id=client.create_experiment(f"finder-other-{suffix}"),
     )
-
-    def trial(i: int) -> str:
+    for i in range(N_TRIALS):
         metrics = {"f1": (i % 50) / 100}
         if i % 3 == 0:
             metrics["loss"] = 1.0 + (i % 7)
-        return _run(
+        d.trial_ids[i] = _run(
             client,
             d.experiment_id,
             f"trial-{i:03d}",
@@ -119,10 +117,6 @@ def data(mlflow_server: MlflowServer) -> Data:
             tags={"stage": "hpo" if i % 2 == 0 else "train"},
             status="FAILED" if i % 10 == 3 else "FINISHED",
         )
-
-    # 720 requests: made from 8 threads (start times are explicit, so order is unaffected)
-    with ThreadPoolExecutor(8) as pool:
-        d.trial_ids.update(enumerate(pool.map(trial, range(N_TRIALS))))
     t = T0 + N_TRIALS * 1000
     d.failed_star_id = _run(
         client, d.experiment_id, "failed-star", t, metrics={"f1": 0.99}, status="FAILED"
@@ -442,6 +436,7 @@ def fresh(mlflow_server: MlflowServer) -> Iterator[tuple[MlflowClient, str]]:
     yield client, name
 
 
+@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
 def test_second_lookup_is_cached_across_flow_runs(
     mlflow_server: MlflowServer, fresh: tuple[MlflowClient, str]
 ) -> None:
@@ -470,6 +465,7 @@ def test_second_lookup_is_cached_across_flow_runs(
     assert state_name == "Cached" and len(runs) == 2  # the new run shows after a refresh
 
 
+@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
 def test_refresh_and_expiration(
     mlflow_server: MlflowServer, fresh: tuple[MlflowClient, str]
 ) -> None:
@@ -499,6 +495,7 @@ def test_refresh_and_expiration(
     assert counts == [2, 2, 3, 3, 2, 2]  # the refresh overwrote the stale entry
 
 
+@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
 def test_cache_never_crosses_experiments_or_servers(
     mlflow_server: MlflowServer, fresh: tuple[MlflowClient, str], tmp_path: Path
 ) -> None:
@@ -533,6 +530,7 @@ def test_cache_never_crosses_experiments_or_servers(
     assert all(r.url is None for r in local_a[1])
 
 
+@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
 def test_equal_inputs_of_two_tasks_never_share_an_entry(data: Data) -> None:
     from prefect import task
 
@@ -559,6 +557,7 @@ def test_equal_inputs_of_two_tasks_never_share_an_entry(data: Data) -> None:
     assert both() == [("Completed", "one"), ("Completed", "two"), ("Cached", "one")]
 
 
+@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
 def test_a_refused_lookup_is_not_cached(data: Data) -> None:
     @flow
     def lookup() -> list[tuple[str, Any]]:
