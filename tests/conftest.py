@@ -1,4 +1,18 @@
-"""Shared fixtures: a real Prefect API, a real `mlflow server`, and a leak guard."""
+"""Shared fixtures: a real Prefect API, a real `mlflow server`, and a leak guard.
+
+Backends: ``@pytest.mark.backends`` (on a test, a class, or a module's ``pytestmark``)
+runs every test under it that uses ``mlflow_server`` (directly, or through
+``tracking_config`` or a fixture built on it) twice: ``[sqlite]`` against the session's
+SQLite-backed `mlflow server`, and ``[postgres]`` against a second session server whose
+backend store is a real PostgreSQL 16 (pgserver wheel) reached as
+``postgresql+psycopg://``. The ``[postgres]`` copy also carries ``slow``, so
+``pytest -m "not slow"`` keeps only the SQLite run; ``make test`` runs both. Mark tests
+that exercise the tracking database (runs, metrics, searches, status changes), not
+pure-validation ones (they would run twice for nothing). ``@pytest.mark.backends("sqlite")``
+on one test under a module-wide mark keeps it on SQLite alone (a test of Prefect caching,
+say). Unmarked tests always get the SQLite server. Each backend's server starts once
+per session, on first use.
+"""
 
 from __future__ import annotations
 
@@ -27,10 +41,12 @@ from tests.servers import (
     AuthMlflowServer,
     AzureStandin,
     MlflowServer,
+    PostgresServer,
     PrefectServer,
     start_auth_mlflow_server,
     start_azure_standin,
     start_mlflow_server,
+    start_postgres_server,
     start_prefect_server,
 )
 from tracking_tasks import TrackingConfig
@@ -44,6 +60,30 @@ def prefect_api() -> Iterator[None]:
     with prefect_test_harness(server_startup_timeout=120):
         yield
         RUN_REGISTRY.writer.flush(30)  # labels and links queued for this API go out first
+
+
+#: The backends a ``@pytest.mark.backends`` test runs on; the first is the default.
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``mlflow_server`` over BACKENDS for tests marked ``backends``."""
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is None or "mlflow_server" not in metafunc.fixturenames:
+        return
+    wanted = marker.args or BACKENDS
+    unknown = set(wanted) - set(BACKENDS)
+    assert not unknown, f"{metafunc.definition.nodeid}: unknown backends {sorted(unknown)}"
+    metafunc.parametrize(
+        "mlflow_server",
+        [
+            pytest.param(b, id=b, marks=[pytest.mark.slow] if b != BACKENDS[0] else [])
+            for b in BACKENDS
+            if b in wanted
+        ],
+        indirect=True,
+        scope="session",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -62,13 +102,56 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+def sqlite_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """A real `mlflow server` process: SQLite backend, served artifacts, loopback port."""
     server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 16 (pgserver wheel) on a loopback port, stopped at session end."""
+    server = start_postgres_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_mlflow_server(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+) -> Iterator[MlflowServer]:
+    """A real `mlflow server` whose backend store is a fresh PostgreSQL database."""
+    server = start_mlflow_server(
+        tmp_path_factory.mktemp("mlflow-server-postgres"),
+        backend_store_uri=postgres_server.create_database("mlflow_tests"),
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(request: pytest.FixtureRequest) -> MlflowServer:
+    """The `mlflow server` of this test's backend: SQLite unless ``backends`` made it
+    ``[postgres]`` (see the module docstring)."""
+    backend = getattr(request, "param", BACKENDS[0])
+    return request.getfixturevalue(f"{backend}_mlflow_server")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def rdb_storage(mlflow_server: MlflowServer, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh SQLAlchemy database (an Optuna study's storage) on this test's backend:
+    a SQLite file, or a new database in the session's PostgreSQL."""
+    if not mlflow_server.backend_store_uri.startswith("postgresql"):
+        return f"sqlite:///{tmp_path / 'storage.db'}"
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    return postgres.create_database("storage_" + os.urandom(6).hex())
 
 
 #: The one workspace name the Azure stand-in answers with an azureml:// URI, and the one
@@ -83,13 +166,13 @@ AZUREML_URI = (
 
 @pytest.fixture(scope="session")
 def azure_standin(
-    tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer
+    tmp_path_factory: pytest.TempPathFactory, sqlite_mlflow_server: MlflowServer
 ) -> Iterator[AzureStandin]:
     """A TLS stand-in of the Azure ML management endpoint the real MLClient calls."""
     standin = start_azure_standin(
         tmp_path_factory.mktemp("azure-standin"),
         token="tt-test-token-" + os.urandom(8).hex(),
-        workspaces={AZURE_WORKSPACE: AZUREML_URI, AZURE_LOCAL_WORKSPACE: mlflow_server.url},
+        workspaces={AZURE_WORKSPACE: AZUREML_URI, AZURE_LOCAL_WORKSPACE: sqlite_mlflow_server.url},
     )
     try:
         yield standin

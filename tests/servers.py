@@ -1,16 +1,20 @@
-"""Real server processes for the tests: `mlflow server` (plain and basic-auth) and a
-TLS stand-in for the Azure ML management endpoint, each on a free loopback port."""
+"""Real server processes for the tests: `mlflow server` (SQLite or PostgreSQL backend,
+plain and basic-auth), PostgreSQL 16 (the pgserver wheel's binaries), a Prefect server,
+the fault proxy and a TLS stand-in for the Azure ML management endpoint, each on a free
+loopback port."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -89,6 +93,7 @@ class MlflowServer:
     ca_bundle: Path | None = None
     command: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    backend_store_uri: str = ""
 
     def stop(self) -> None:
         stop_process_group(self.proc)
@@ -108,9 +113,14 @@ def start_mlflow_server(
     env_extra: dict[str, str] | None = None,
     workers: int = 1,
     tls: bool = False,
+    backend_store_uri: str | None = None,
 ) -> MlflowServer:
     """Start `mlflow server` (SQLite, served artifacts, one worker by default) and wait for
     /health. Several workers add ~40 ms to each request on a reused connection here.
+
+    ``backend_store_uri`` replaces the SQLite file, e.g. a fresh database from
+    ``PostgresServer.create_database`` (``postgresql+psycopg://...``): the server migrates
+    it on its first start.
 
     MLflow's job runner is off: left on (MLflow's default with a SQL store) it starts
     seven huey consumer processes that each import MLflow, about 40 CPU-seconds in the
@@ -120,6 +130,7 @@ def start_mlflow_server(
     With ``tls=True`` it serves HTTPS with a fresh self-signed certificate
     (``MlflowServer.ca_bundle``)."""
     port = free_port()
+    backend_store_uri = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
     ca_bundle: Path | None = None
     if tls:
         ca_bundle, key = make_self_signed_cert(root / "tls")
@@ -134,7 +145,7 @@ def start_mlflow_server(
     env.update(env_extra or {})
     command = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--backend-store-uri", backend_store_uri,
         "--artifacts-destination", str(root / "artifacts"),
         "--serve-artifacts",
         "--host", "127.0.0.1",
@@ -152,6 +163,7 @@ def start_mlflow_server(
         ca_bundle=ca_bundle,
         command=command,
         env=env,
+        backend_store_uri=backend_store_uri,
     )
 
 
@@ -179,6 +191,98 @@ def _launch_mlflow(
             f"mlflow server failed to start:\n{log_path.read_text()[-3000:]}"
         ) from None
     return proc
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL 16 server (the pgserver wheel's binaries) on 127.0.0.1:``port``.
+
+    Trust authentication on loopback, superuser ``postgres``: a throwaway test server.
+    """
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    root: Path
+    log_path: Path
+
+    def uri(self, database: str = "postgres", driver: str = "postgresql+psycopg") -> str:
+        """A SQLAlchemy URI for ``database`` (psycopg 3 by default)."""
+        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create the empty database ``name`` and return its SQLAlchemy URI."""
+        import psycopg
+
+        with psycopg.connect(self.uri(driver="postgresql"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.uri(name)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: clients disconnected, no checkpoint wait), then make sure
+        the whole process group (postmaster and every backend) is gone; delete the data."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=30)
+        stop_process_group(self.proc)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_postgres_server(timeout: float = 60) -> PostgresServer:
+    """initdb a fresh cluster and start PostgreSQL 16 from the pgserver wheel on loopback.
+
+    pgserver's own ``get_server`` listens on a unix socket only and leaves the server to
+    an atexit hook; here the ``postgres`` binary is our child in its own process group,
+    listening on a free TCP port, so ``stop`` (or ``stop_process_group``) ends all of it.
+    PostgreSQL refuses to run as root: as root, it runs as the ``pgserver`` system user
+    (created by pgserver's helper, as ``pgserver.get_server`` would). The data directory is
+    a fresh /tmp folder that user owns (pytest's tmp folders are private to root).
+    ``fsync=off``: a test server, the data is thrown away.
+    """
+    from pgserver._commands import POSTGRES_BIN_PATH, initdb
+
+    root = Path(tempfile.mkdtemp(prefix="tt-postgres-"))
+    user: str | None = None
+    if os.geteuid() == 0:
+        from pgserver.utils import ensure_user_exists
+
+        entry = ensure_user_exists("pgserver")
+        assert entry is not None
+        user = entry.pw_name
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    pgdata = root / "data"
+    initdb(
+        ["--auth=trust", "--encoding=utf8", "-U", "postgres", "--no-sync"],
+        pgdata=pgdata,
+        user=user,
+    )
+    port = free_port()
+    log_path = root / "postgres.log"
+    proc = subprocess.Popen(
+        [
+            str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata),
+            "-h", "127.0.0.1", "-p", str(port), "-k", str(root),
+            "-c", "fsync=off", "-c", "max_connections=200",
+        ],
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        user=user,
+        start_new_session=True,
+    )  # fmt: skip
+    server = PostgresServer(port=port, proc=proc, root=root, log_path=log_path)
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(server.uri(driver="postgresql"), connect_timeout=2).close()
+            return server
+        except psycopg.OperationalError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                text = log_path.read_text(errors="replace")[-3000:]
+                server.stop()
+                raise RuntimeError(f"PostgreSQL failed to start:\n{text}") from None
+            time.sleep(0.1)
 
 
 @dataclass

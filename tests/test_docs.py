@@ -2,7 +2,8 @@
 
 Convention for the ```python blocks of docs/**/*.md: a page's blocks run in order in one
 namespace (like a doctest session), in a fresh temporary working directory, with
-``MLFLOW_TRACKING_URI`` pointing at the session's real MLflow server and
+``MLFLOW_TRACKING_URI`` pointing at the session's real MLflow server (the one backed by
+PostgreSQL for the pages in POSTGRES_PAGES, a ``slow`` test then) and
 ``MLFLOW_EXPERIMENT_NAME`` unset, under the suite's real Prefect API. A block whose first
 line is ``# not executed: <reason>`` (an example that needs Azure or another outside
 service) is only compiled. Each page with Python blocks is one test, with the page's
@@ -138,14 +139,26 @@ def test_every_guide_runs_an_example() -> None:
     assert guides and not without, f"guides with no executed example: {without}"
 
 
-@pytest.mark.parametrize("page", sorted(PAGES))
+#: Pages whose examples run against the `mlflow server` backed by PostgreSQL.
+POSTGRES_PAGES = frozenset({"docs/guides/postgres.md"})
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        pytest.param(page, marks=pytest.mark.slow) if page in POSTGRES_PAGES else page
+        for page in sorted(PAGES)
+    ],
+)
 def test_docs_examples_run(
     page: str,
-    mlflow_server: MlflowServer,
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     fluent_reset: None,
 ) -> None:
+    backend = "postgres" if page in POSTGRES_PAGES else "sqlite"
+    mlflow_server: MlflowServer = request.getfixturevalue(f"{backend}_mlflow_server")
     blocks = PAGES[page]
     # every block compiles, the ones that are not run included
     code = [block.compile() for block in blocks]

@@ -34,6 +34,9 @@ from tracking_tasks.errors import ExperimentNotFoundError, InvalidSearchError, R
 from tracking_tasks.tasks.cache import LookupCachePolicy
 from tracking_tasks.tasks.finders import DEFAULT_CACHE_EXPIRATION
 
+# every test here that uses the server runs on SQLite and on PostgreSQL (conftest.py)
+pytestmark = pytest.mark.backends
+
 N_TRIALS = 240
 T0 = 1_700_000_000_000  # start times are explicit, so the expected order is known
 
@@ -433,6 +436,7 @@ def fresh(mlflow_server: MlflowServer) -> Iterator[tuple[MlflowClient, str]]:
     yield client, name
 
 
+@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
 def test_second_lookup_is_cached_across_flow_runs(
     mlflow_server: MlflowServer, fresh: tuple[MlflowClient, str]
 ) -> None:
@@ -461,6 +465,7 @@ def test_second_lookup_is_cached_across_flow_runs(
     assert state_name == "Cached" and len(runs) == 2  # the new run shows after a refresh
 
 
+@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
 def test_refresh_and_expiration(
     mlflow_server: MlflowServer, fresh: tuple[MlflowClient, str]
 ) -> None:
@@ -490,6 +495,7 @@ def test_refresh_and_expiration(
     assert counts == [2, 2, 3, 3, 2, 2]  # the refresh overwrote the stale entry
 
 
+@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
 def test_cache_never_crosses_experiments_or_servers(
     mlflow_server: MlflowServer, fresh: tuple[MlflowClient, str], tmp_path: Path
 ) -> None:
@@ -524,6 +530,7 @@ def test_cache_never_crosses_experiments_or_servers(
     assert all(r.url is None for r in local_a[1])
 
 
+@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
 def test_equal_inputs_of_two_tasks_never_share_an_entry(data: Data) -> None:
     from prefect import task
 
@@ -550,6 +557,7 @@ def test_equal_inputs_of_two_tasks_never_share_an_entry(data: Data) -> None:
     assert both() == [("Completed", "one"), ("Completed", "two"), ("Cached", "one")]
 
 
+@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
 def test_a_refused_lookup_is_not_cached(data: Data) -> None:
     @flow
     def lookup() -> list[tuple[str, Any]]:

@@ -19,6 +19,9 @@ from tracking_tasks import (
 )
 from tracking_tasks.tasks.registry import LOCATION_LABEL_PREFIX, RUN_REGISTRY, RunRegistry
 
+# every test here that uses the server runs on SQLite and on PostgreSQL (conftest.py)
+pytestmark = pytest.mark.backends
+
 
 def _statuses(config: TrackingConfig) -> dict[str, tuple[str, str | None]]:
     return {

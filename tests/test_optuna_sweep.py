@@ -118,10 +118,11 @@ def test_twenty_trials_four_at_a_time_pruned_and_failed_run_by_run(
     assert parent.data.metrics["best.score"] == study.best_value
 
 
+@pytest.mark.backends  # on PostgreSQL, the study's storage is a PostgreSQL database too
 def test_retried_sweep_resumes_the_study_without_duplicates(
-    tracking_config: TrackingConfig, tmp_path: Path
+    tracking_config: TrackingConfig, rdb_storage: str
 ) -> None:
-    storage = f"sqlite:///{tmp_path}/optuna.db"  # its own database, beside MLflow's
+    storage = rdb_storage  # its own database, beside MLflow's
     study = optuna.create_study(
         study_name="resume-me",
         storage=storage,

@@ -19,6 +19,9 @@ from tracking_tasks import (
 )
 from tracking_tasks.errors import InvalidLogDataError
 
+# every test here that uses the server runs on SQLite and on PostgreSQL (conftest.py)
+pytestmark = pytest.mark.backends
+
 
 def test_run_is_tagged_with_prefect_identity_and_config_hash(
     tracking_config: TrackingConfig,

@@ -27,6 +27,9 @@ from tracking_tasks import (
 )
 from tracking_tasks.trackers.benchmark import latency_summary
 
+# every test here that uses the server runs on SQLite and on PostgreSQL (conftest.py)
+pytestmark = pytest.mark.backends
+
 
 def _by_name(config: TrackingConfig) -> dict[str, Any]:
     return {r.info.run_name: r for r in experiment_runs(config)}
