@@ -73,12 +73,12 @@ def orphan_worker(point: str, name: str, markers: str, tracking_uri: str, experi
     ctx = setup_mlflow(TrackingConfig(experiment_name=experiment, tracking_uri=tracking_uri))
     if point == "sweep":
 
-        def objective(params: dict[str, Any], log: RunLogger) -> float:
+        def objective(params: dict[str, Any], log: RunLogger) -> dict[str, float]:
             log.log_metric("score", float(params["i"]))
             if params["i"] == 1:
                 log.flush()
                 reached(where, name, trial_run_id=log.run.run_id)
-            return float(params["i"])
+            return {"score": float(params["i"])}
 
         track_sweep(objective, [{"i": 0}, {"i": 1}], metric="score", tracking=ctx)
         return
@@ -107,9 +107,23 @@ def orphan_worker(point: str, name: str, markers: str, tracking_uri: str, experi
         raise ValueError(f"unknown kill point {point!r}")
 
 
+def warm_up(tracking_uri: str) -> None:
+    """Do once, before forking, the lazy imports every child would repeat (~7 CPU-s each):
+    MLflow's client, its stores and plugins, Prefect's engines. No thread, no connection."""
+    import mlflow.store.artifact.mlflow_artifacts_repo  # noqa: F401
+    import prefect.flow_engine
+    import prefect.task_engine
+    import prefect.task_runners  # noqa: F401
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    client._tracking_client.store  # noqa: B018  (builds the REST store, loads the plugins)
+
+
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     markers = Path(spec["markers"])
+    warm_up(spec["tracking_uri"])
     assert threading.active_count() == 1, "fork only before any thread exists"
     children = []
     for worker in spec["workers"]:

@@ -66,6 +66,10 @@ def test_deploy_all_and_run_pipeline_through_a_worker(
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
     reconcile = deployments["reconcile"]
     assert [s["schedule"]["interval"] for s in reconcile["schedules"]] == [600.0]
+    automations = {a["name"]: a for a in _api(api, "/automations/filter")}
+    on_crashed = automations["reconcile-on-crashed"]
+    assert on_crashed["trigger"]["expect"] == ["prefect.flow-run.Crashed"]
+    assert on_crashed["actions"][0]["deployment_id"] == reconcile["id"]
     assert deployments["pipeline"]["parameters"]["config"]["register_as"] == "digits-sgd"
     assert {d["work_pool_name"] for d in deployments.values()} == {"tracking-tasks"}
 

@@ -285,6 +285,7 @@ def _kill_group(pid: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a `prefect server` and 23 flow processes on a loaded machine
 def test_one_pass_ends_the_runs_of_sigkilled_flow_processes_and_no_live_run(
     mlflow_server: MlflowServer, tracking_config: TrackingConfig, tmp_path: Path
 ) -> None:
