@@ -32,6 +32,7 @@ import random
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,15 +56,24 @@ from tests.servers import (  # noqa: E402
 
 STATES = [("COMPLETED", "Completed", 60), ("FAILED", "Failed", 20)]
 STATES += [("CRASHED", "Crashed", 15), ("CANCELLED", "Cancelled", 5)]
-THREADS = 16
+THREADS = 8  # MLflow client connection pool: 10
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST JSON; a busy Prefect server (SQLite locked) answers 503: wait and retry, as
+    Prefect's own client does."""
     request = urllib.request.Request(
         url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
     )
-    with urllib.request.urlopen(request, timeout=60) as resp:
-        return dict(json.loads(resp.read()))
+    for attempt in range(20):
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                return dict(json.loads(resp.read()))
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 503) or attempt == 19:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def make_flow_runs(api: str, runs: int, rng: random.Random) -> list[tuple[str, str]]:
@@ -80,7 +90,7 @@ def make_flow_runs(api: str, runs: int, rng: random.Random) -> list[tuple[str, s
         body = {"flow_id": flow_id, "state": {"type": state[0], "name": state[1]}}
         return str(_post(f"{api}/flow_runs/", body)["id"])
 
-    with ThreadPoolExecutor(THREADS) as pool:
+    with ThreadPoolExecutor(4) as pool:  # Prefect's SQLite store: few writers at once
         ids = list(pool.map(create, picked))
     return [(fr, s[0]) for fr, s, n in zip(ids, picked, sizes, strict=True) for _ in range(n)]
 
@@ -115,6 +125,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
     (root / "prefect").mkdir()
+    (root / "mlflow").mkdir()
     mlflow_server = start_mlflow_server(root / "mlflow")
     prefect_server = start_prefect_server(root / "prefect")
     mlflow_proxy = start_fault_proxy(mlflow_server.url, "--fault", "none")
