@@ -208,7 +208,11 @@ def main() -> None:
     note = (
         f"{per_run['mlflow_per_run']:.2f} MLflow req/run (raw {per_run['raw_mlflow_per_run']:.2f}), "
         f"{per_run['prefect_per_100_runs']:.2f} Prefect calls/100 runs (goal <= 1); "
-        f"goal < 60 s: {'met' if max(lib_s) < 60 else 'MISSED'}"
+        + (
+            f"goal < 60 s: {'met' if max(lib_s) < 60 else 'MISSED'}"
+            if args.runs == 10_000
+            else "(the < 60 s goal is for 10,000 runs)"
+        )
     )
     pair = Pair(
         f"reconcile {args.runs:,} RUNNING runs of finished flow runs (vs raw set_terminated)",
