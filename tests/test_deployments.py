@@ -61,9 +61,15 @@ def test_deploy_all_and_run_pipeline_through_a_worker(
     _prefect(env, repo_root, "--no-prompt", "deploy", "--all")
 
     deployments = {d["name"]: d for d in _api(api, "/deployments/filter")}
-    assert set(deployments) == {"pipeline", "nightly-benchmark", "demo"}
+    assert set(deployments) == {"pipeline", "nightly-benchmark", "demo", "reconcile"}
     nightly = deployments["nightly-benchmark"]
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    reconcile = deployments["reconcile"]
+    assert [s["schedule"]["interval"] for s in reconcile["schedules"]] == [600.0]
+    automations = {a["name"]: a for a in _api(api, "/automations/filter")}
+    on_crashed = automations["reconcile-on-crashed"]
+    assert on_crashed["trigger"]["expect"] == ["prefect.flow-run.Crashed"]
+    assert on_crashed["actions"][0]["deployment_id"] == reconcile["id"]
     assert deployments["pipeline"]["parameters"]["config"]["register_as"] == "digits-sgd"
     assert {d["work_pool_name"] for d in deployments.values()} == {"tracking-tasks"}
 

@@ -24,7 +24,8 @@ before any run is searched.
 The tracking URI is --tracking-uri, else the tracking URI of the --credentials block,
 else $MLFLOW_TRACKING_URI, else the embedded default (sqlite:///mlflow.db in the working
 directory); the experiment is -e/--experiment, else $MLFLOW_EXPERIMENT_NAME, else
-"Default". No Prefect server is needed, except to read a --credentials block.
+"Default". No Prefect server is needed, except to read a --credentials block and for
+`runs reconcile` (it reads flow-run states from PREFECT_API_URL).
 """
 
 _EPILOG = """\
@@ -34,6 +35,7 @@ examples:
   tracking-tasks runs best f1 -e ner --filter "tags.stage = 'hpo'"
   tracking-tasks runs best loss --mode min -e ner
   tracking-tasks runs show 800cabaf0fee4093b26abc644953ed53
+  tracking-tasks runs reconcile --dry-run -e ner
 
 exit codes: 0 success, 1 no run matched (runs best), 2 bad input or unknown experiment/run,
 3 the tracking server failed or could not be reached.
@@ -142,6 +144,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("run_id", help="MLflow run id")
     _common(show, experiments=False)
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="end runs left RUNNING whose Prefect flow run is over",
+        description=(
+            "End the RUNNING runs opened under a Prefect flow run that is over (Completed "
+            "-> FINISHED, Failed/Crashed -> FAILED, Cancelled -> KILLED) or gone (FAILED), "
+            "as the flow's hooks would have if its process had not died. Runs of flow runs "
+            "still going are never touched. Needs PREFECT_API_URL: the Prefect API the "
+            "flows ran against. Searches every experiment unless -e names some."
+        ),
+    )
+    _common(reconcile, experiments=False)
+    reconcile.add_argument(
+        "-e",
+        "--experiment",
+        action="append",
+        metavar="NAME",
+        dest="experiments",
+        help="experiment name; repeat for several (default: every active experiment)",
+    )
+    reconcile.add_argument(
+        "--dry-run", action="store_true", help="print what would be ended; change nothing"
+    )
     return parser
 
 
@@ -194,32 +220,50 @@ def _json(value: Any) -> str:
 
 def _use_block(args: argparse.Namespace) -> None:
     """Scope a saved block's credential to its server; default the tracking URI to it."""
-    if not args.credentials:
-        return
-    from tracking_tasks.config.resolve import resolve_tracking_config
-    from tracking_tasks.errors import TrackingConfigError
-    from tracking_tasks.ops.client import use_credentials
-    from tracking_tasks.tasks.blocks import load_block
+    if args.credentials:
+        from tracking_tasks.tasks.blocks import use_block
 
-    try:
-        block = load_block(args.credentials)
-    except Exception as exc:
-        raise TrackingConfigError(
-            f"could not load the MlflowCredentials block {args.credentials!r} "
-            f"({type(exc).__name__}): check its name and that PREFECT_API_URL reaches the "
-            "Prefect API it is saved in"
-        ) from exc
-    uri = resolve_tracking_config(tracking_uri=args.tracking_uri, credentials=block).tracking_uri
-    credential = block.scoped_credential()
-    if uri is not None and credential is not None:
-        use_credentials(uri, credential, block.credentials_reference())
-    args.tracking_uri = uri
+        args.tracking_uri = use_block(args.credentials, args.tracking_uri)
+
+
+def _reconcile_table(report: Any) -> str:
+    verb = "would end" if report.dry_run else "ended"
+    lines = [
+        f"{report.running} RUNNING run(s) of {report.flow_runs} Prefect flow run(s) on "
+        f"{report.tracking_uri}; {verb} {len(report.ended)}"
+    ]
+    missing = set(report.flow_run_missing)
+    for status, run_ids in (
+        ("FINISHED", report.finished),
+        ("FAILED", report.failed),
+        ("KILLED", report.killed),
+    ):
+        lines += [
+            f"  {verb} {run_id} {status}" + (" (flow run not found)" if run_id in missing else "")
+            for run_id in run_ids
+        ]
+    lines.append(f"  left running (flow run not over): {len(report.left_running)}")
+    lines += [f"  error: {message}" for message in report.errors]
+    return "\n".join(lines)
 
 
 def _run(args: argparse.Namespace) -> int:
     from tracking_tasks.ops.search import find_best_run, find_mlflow_runs, get_run_summary
 
     _use_block(args)
+
+    if args.command == "reconcile":
+        from tracking_tasks.ops.reconcile import reconcile_runs
+        from tracking_tasks.tasks.reconcile import read_flow_run_states
+
+        report = reconcile_runs(
+            read_flow_run_states,
+            args.experiments,
+            tracking_uri=args.tracking_uri,
+            dry_run=args.dry_run,
+        )
+        print(_json(report) if args.format == "json" else _reconcile_table(report))
+        return EXIT_SERVER if report.errors else EXIT_OK
 
     if args.command == "find":
         runs = find_mlflow_runs(

@@ -32,6 +32,7 @@ __all__ = [
     "MACHINE_TAG_PREFIX",
     "PARENT_RUN_TAG",
     "PRUNED_TAG",
+    "RECONCILED_TAG",
     "REFIT_COMPLETED_TAG",
     "SEED_STAGE_NAMES",
     "STAGES",
@@ -71,6 +72,9 @@ BEST_TRIAL_TAG = "tracking_tasks.best_trial"
 TRIAL_INDEX_TAG = "tracking_tasks.trial_index"
 #: On a pruned trial's run (ended KILLED): ``true``.
 PRUNED_TAG = "tracking_tasks.pruned"
+#: On a run ``reconcile_runs`` ended because its Prefect flow run was over (or gone) but
+#: the run was still RUNNING: why, e.g. ``flow run Crashed`` or ``flow run not found``.
+RECONCILED_TAG = "tracking_tasks.reconciled"
 #: On an Optuna sweep's run: the study's name.
 STUDY_TAG = "tracking_tasks.optuna_study"
 #: On a run a refit checkpoint went to: ``true`` or ``false`` (the seed's ``refit_ok``).

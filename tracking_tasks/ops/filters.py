@@ -15,6 +15,7 @@ __all__ = [
     "quote_value",
     "status_equals",
     "tag_equals",
+    "tag_exists",
 ]
 
 #: Every MLflow run status.
@@ -67,6 +68,27 @@ def tag_equals(key: str, value: str) -> str:
     if "`" in key:
         raise InvalidSearchError(f"tag key {key!r} holds a backquote; MLflow cannot filter on it")
     return f"tags.`{key}` = {quote_value(str(value))}"
+
+
+def tag_exists(key: str) -> str:
+    """A clause matching runs that carry tag ``key``, whatever its value.
+
+    Args:
+        key: The tag key (dots and spaces allowed).
+
+    Returns:
+        E.g. ``tags.`prefect.flow_run_id` IS NOT NULL``.
+
+    Raises:
+        InvalidSearchError: the key holds a backquote.
+
+    Example:
+        >>> tag_exists("prefect.flow_run_id")
+        'tags.`prefect.flow_run_id` IS NOT NULL'
+    """
+    if "`" in key:
+        raise InvalidSearchError(f"tag key {key!r} holds a backquote; MLflow cannot filter on it")
+    return f"tags.`{key}` IS NOT NULL"
 
 
 def status_equals(status: str) -> str:

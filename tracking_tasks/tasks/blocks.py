@@ -18,7 +18,7 @@ from tracking_tasks.ops.credentials import (
 )
 from tracking_tasks.urls import check_uri
 
-__all__ = ["BLOCK_REFERENCE_KIND", "MlflowCredentials", "load_block"]
+__all__ = ["BLOCK_REFERENCE_KIND", "MlflowCredentials", "load_block", "use_block"]
 
 #: The kind of a saved block's credentials reference: ``"mlflow-credentials/<name>"``.
 BLOCK_REFERENCE_KIND = "mlflow-credentials"
@@ -200,6 +200,49 @@ def load_block(name: str) -> MlflowCredentials:
     block = MlflowCredentials.load(name)
     assert isinstance(block, MlflowCredentials)
     return block
+
+
+def use_block(credentials: MlflowCredentials | str, tracking_uri: str | None = None) -> str:
+    """Scope a block's credential to its server; return the tracking URI to use.
+
+    For callers that take no ``TrackingContext`` (the CLI, the reconcile task): the URI is
+    ``tracking_uri``, else the block's, else the environment's, else the default.
+
+    Args:
+        credentials: A block, or the name of a saved one.
+        tracking_uri: An explicit tracking URI, or None.
+
+    Returns:
+        The resolved tracking URI.
+
+    Raises:
+        TrackingConfigError: the block cannot be loaded, or the URI is invalid.
+
+    Example:
+        >>> use_block("team-mlflow")  # doctest: +SKIP
+        'https://mlflow.example.com'
+    """
+    from tracking_tasks.config.resolve import resolve_tracking_config
+    from tracking_tasks.errors import TrackingConfigError
+    from tracking_tasks.ops.client import use_credentials
+
+    block = credentials
+    if isinstance(credentials, str):
+        try:
+            block = load_block(credentials)
+        except Exception as exc:
+            raise TrackingConfigError(
+                f"could not load the MlflowCredentials block {credentials!r} "
+                f"({type(exc).__name__}): check its name and that PREFECT_API_URL reaches the "
+                "Prefect API it is saved in"
+            ) from exc
+    assert isinstance(block, MlflowCredentials)
+    uri = resolve_tracking_config(tracking_uri=tracking_uri, credentials=block).tracking_uri
+    assert uri is not None
+    credential = block.scoped_credential()
+    if credential is not None:
+        use_credentials(uri, credential, block.credentials_reference())
+    return uri
 
 
 # a handle's "mlflow-credentials/<name>" reference loads the saved block, in any process
