@@ -63,6 +63,7 @@ def objective(params: dict[str, Any], log: RunLogger) -> dict[str, float]:
     return {"score": float(i * 10 + params["x"]), "pid": float(os.getpid())}
 
 
+@pytest.mark.backends
 def test_dask_sweep_32_trials_each_run_holds_exactly_its_own_params_and_metrics(
     on_dask: str, tracking_config: TrackingConfig
 ) -> None:

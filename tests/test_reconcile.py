@@ -121,6 +121,7 @@ def _expected(made: dict[str, list[str]]) -> dict[str, str]:
     return expected
 
 
+@pytest.mark.backends
 def test_reconcile_ends_runs_of_finished_flow_runs_and_never_touches_live(
     runs: Runs, scenario: dict[str, list[str]]
 ) -> None:
@@ -163,6 +164,7 @@ def test_reconcile_ends_runs_of_finished_flow_runs_and_never_touches_live(
     assert runs.snapshot() == after
 
 
+@pytest.mark.backends
 def test_reconcile_never_overwrites_a_terminal_status(runs: Runs) -> None:
     crashed = flow_run_in(states.Crashed())
     completed = flow_run_in(states.Completed())
@@ -180,6 +182,7 @@ def test_reconcile_never_overwrites_a_terminal_status(runs: Runs) -> None:
     assert {run_id: before[run_id][0] for run_id in ended} == ended
 
 
+@pytest.mark.backends
 def test_dry_run_reports_the_plan_and_writes_nothing(
     runs: Runs, scenario: dict[str, list[str]]
 ) -> None:
@@ -233,6 +236,7 @@ def test_lookup_refuses_an_ephemeral_prefect_api() -> None:
         read_flow_run_states([str(uuid.uuid4())])
 
 
+@pytest.mark.backends
 def test_flow_and_cli_reconcile(
     runs: Runs,
     mlflow_server: MlflowServer,

@@ -224,7 +224,7 @@ def use_block(credentials: MlflowCredentials | str, tracking_uri: str | None = N
     """
     from tracking_tasks.config.resolve import resolve_tracking_config
     from tracking_tasks.errors import TrackingConfigError
-    from tracking_tasks.ops.client import use_credentials
+    from tracking_tasks.ops.client import apply_credentials
 
     block = credentials
     if isinstance(credentials, str):
@@ -239,9 +239,7 @@ def use_block(credentials: MlflowCredentials | str, tracking_uri: str | None = N
     assert isinstance(block, MlflowCredentials)
     uri = resolve_tracking_config(tracking_uri=tracking_uri, credentials=block).tracking_uri
     assert uri is not None
-    credential = block.scoped_credential()
-    if credential is not None:
-        use_credentials(uri, credential, block.credentials_reference())
+    apply_credentials(block, uri)
     return uri
 
 
