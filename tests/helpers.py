@@ -133,3 +133,16 @@ def files_with_secrets(secrets: list[str]) -> list[str]:
                 data = path.read_bytes()
                 found.extend(f"{path}: {i}" for i, s in enumerate(secrets) if s.encode() in data)
     return found
+
+
+def log_loss_for(run: Any, seconds: float) -> int:
+    """Inside a flow: log a ``loss`` point every 0.25 s for ``seconds`` (the token-rotation
+    tests outlive their tokens this way); returns how many points were logged."""
+    from tracking_tasks import log_metrics
+
+    deadline, step = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        log_metrics(run, {"loss": 1.0 / (step + 1)}, step=step)
+        step += 1
+        time.sleep(0.25)
+    return step

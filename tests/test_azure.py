@@ -36,7 +36,6 @@ from tracking_tasks import (
     TrackingConfig,
     TrackingContext,
     create_mlflow_run,
-    log_metrics,
     mlflow_state_hooks,
     setup_mlflow,
 )
@@ -338,11 +337,7 @@ def workspace_flow(credential: Any, seconds: float) -> RunRef:
     ctx = setup_mlflow(experiment_name="azure-rotation", azure_workspace=ws,
                        azure_credential=credential)  # fmt: skip
     run = create_mlflow_run(ctx, run_name="longer-than-a-token")
-    deadline, step = time.monotonic() + seconds, 0
-    while time.monotonic() < deadline:
-        log_metrics(run, {"loss": 1.0 / (step + 1)}, step=step)
-        step += 1
-        time.sleep(0.25)
+    helpers.log_loss_for(run, seconds)
     return run
 
 

@@ -324,11 +324,7 @@ def token_gate(
 def long_flow(block: str, artifact_dir: str, seconds: float) -> str:
     ctx = setup_mlflow(experiment_name="token-rotation", credentials=MlflowCredentials.load(block))
     run = create_mlflow_run(ctx, run_name="longer-than-a-token")
-    deadline, step = time.monotonic() + seconds, 0
-    while time.monotonic() < deadline:
-        log_metrics(run, {"loss": 1.0 / (step + 1)}, step=step)
-        step += 1
-        time.sleep(0.25)
+    helpers.log_loss_for(run, seconds)
     upload_artifacts(run, artifact_dir, "outputs")
     return run.run_id
 
