@@ -125,7 +125,32 @@ def test_getting_started_has_a_quick_start() -> None:
 
 
 #: Guides that are prose and figures only (their numbers come from `make bench`).
-GUIDES_WITHOUT_CODE = frozenset({"docs/guides/performance.md"})
+GUIDES_WITHOUT_CODE = frozenset(
+    # figures and a table of tests, each checked by test_guarantees_name_tests_that_exist
+    {"docs/guides/performance.md", "docs/guides/guarantees.md"}
+)
+
+
+def test_guarantees_name_tests_that_exist() -> None:
+    """Every test the guarantees page names is a test function of that file (``::name``
+    alone means the file named last)."""
+    import ast
+    import re
+
+    text = (DOCS_DIR / "guides" / "guarantees.md").read_text(encoding="utf-8")
+    named: list[tuple[str, str]] = []
+    current = ""
+    for path, name in re.findall(r"`(tests/[\w/]+\.py)?::(test_\w+)`", text):
+        current = path or current
+        named.append((current, name))
+    assert len(named) >= 25, named
+    missing = []
+    for path, name in named:
+        tree = ast.parse((REPO_ROOT / path).read_text(encoding="utf-8"))
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        if name not in defined:
+            missing.append(f"{path}::{name}")
+    assert not missing, f"the guarantees page names tests that do not exist: {missing}"
 
 
 def test_every_guide_runs_an_example() -> None:
