@@ -66,11 +66,13 @@ def end_mlflow_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
 
 @dataclass(frozen=True)
 class RunLocation:
-    """Where a run lives: its tracking server, registry and experiment."""
+    """Where a run lives: its tracking server, registry and experiment, and the
+    secret-free credentials reference requests there carry (loaded where it is used)."""
 
     tracking_uri: str
     registry_uri: str | None
     experiment_id: str
+    credentials: str | None = None
 
 
 def end_runs(
@@ -111,7 +113,7 @@ def end_runs(
     to_tag = {FINAL_STATE_TAG: final_state, **(tags or {})}
 
     def attempt(run_id: str, where: RunLocation, method: str, *args: Any, **kwargs: Any) -> Any:
-        client = get_client(where.tracking_uri, where.registry_uri)
+        client = get_client(where.tracking_uri, where.registry_uri, credentials=where.credentials)
         with mlflow_errors(
             f"run {run_id} on {redact_uri(where.tracking_uri)}", default=TrackingServerError
         ):

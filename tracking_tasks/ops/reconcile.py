@@ -210,7 +210,7 @@ def reconcile_runs(
             left_running += [run_id for run_id, _ in runs]
             continue
         plan[decision] += [
-            (run_id, RunLocation(scope.tracking_uri, None, experiment_id))
+            (run_id, RunLocation(scope.tracking_uri, None, experiment_id, scope.credentials))
             for run_id, experiment_id in runs
         ]
 

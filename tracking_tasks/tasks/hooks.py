@@ -112,7 +112,7 @@ def end_open_runs(
 
     found: dict[str, RunLocation] = {}
     for location in sorted(to_search, key=str):
-        scope = Scope(location.tracking_uri, (location.experiment_id,))
+        scope = Scope(location.tracking_uri, (location.experiment_id,), location.credentials)
         try:
             found.update(dict.fromkeys(open_run_ids(scope, flow_run_id), location))
         except Exception as exc:

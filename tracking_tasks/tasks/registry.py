@@ -55,7 +55,9 @@ def location_of(where: TrackingContext | RunRef) -> RunLocation:
         ...                    tracking_uri="sqlite:///m.db")).experiment_id
         '1'
     """
-    return RunLocation(where.tracking_uri, where.registry_uri, where.experiment_id)
+    return RunLocation(
+        where.tracking_uri, where.registry_uri, where.experiment_id, where.credentials
+    )
 
 
 def location_label(location: RunLocation, process: str) -> tuple[str, str]:
@@ -78,6 +80,7 @@ def location_label(location: RunLocation, process: str) -> tuple[str, str]:
             "tracking_uri": location.tracking_uri,
             "registry_uri": location.registry_uri,
             "experiment_id": location.experiment_id,
+            "credentials": location.credentials,
         },
         sort_keys=True,
     )
@@ -97,14 +100,17 @@ def parse_location_labels(labels: dict[str, object]) -> dict[RunLocation, set[st
     Example:
         >>> key, value = location_label(RunLocation("sqlite:///m.db", None, "1"), "p1")
         >>> parse_location_labels({key: value, "other": "x"})
-        {RunLocation(tracking_uri='sqlite:///m.db', registry_uri=None, experiment_id='1'): {'p1'}}
+        {RunLocation(tracking_uri='sqlite:///m.db', registry_uri=None, experiment_id='1', credentials=None): {'p1'}}
     """
     found: dict[RunLocation, set[str]] = {}
     for key, value in labels.items():
         if key.startswith(LOCATION_LABEL_PREFIX) and isinstance(value, str):
             data = json.loads(value)
             location = RunLocation(
-                data["tracking_uri"], data["registry_uri"], data["experiment_id"]
+                data["tracking_uri"],
+                data["registry_uri"],
+                data["experiment_id"],
+                data.get("credentials"),  # labels written before it was recorded have none
             )
             found.setdefault(location, set()).add(key.rsplit(".", 1)[-1])
     return found
