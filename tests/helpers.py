@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -146,3 +148,24 @@ def log_loss_for(run: Any, seconds: float) -> int:
         step += 1
         time.sleep(0.25)
     return step
+
+
+@contextlib.contextmanager
+def on_prefect_api(api_url: str) -> Iterator[None]:
+    """Point this process at another Prefect API for a while, events included.
+
+    ``temporary_settings`` alone is not enough: Prefect's ``EventsWorker`` is one per
+    process whatever the API URL, and its client keeps the URL it was built with, so task
+    run states (sent as events) would go to whichever API the worker first met. It is
+    drained before and after, so each API gets its own.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    EventsWorker.drain_all(timeout=30)
+    try:
+        with temporary_settings({PREFECT_API_URL: api_url}):  # type: ignore[dict-item]
+            yield
+            EventsWorker.drain_all(timeout=30)
+    finally:
+        EventsWorker.drain_all(timeout=30)

@@ -12,10 +12,9 @@ import pytest
 from distributed import LocalCluster
 from mlflow import MlflowClient
 from prefect import flow
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
-from tests.helpers import experiment_runs
+from tests.helpers import experiment_runs, on_prefect_api
 from tests.servers import PrefectServer
 from tracking_tasks import (
     RunLogger,
@@ -37,21 +36,26 @@ STEPS = 5
 def dask_cluster(prefect_server: PrefectServer) -> Iterator[LocalCluster]:
     """Two worker processes (two threads each) and a scheduler that fails a task at the
     first worker it kills (the default retries it on another worker three times)."""
-    with temporary_settings({PREFECT_API_URL: prefect_server.api}):  # type: ignore[dict-item]
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-            cluster = LocalCluster(
-                n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
-            )
-        try:
-            yield cluster
-        finally:
-            cluster.close()
+    # only while the cluster starts: this module's fixtures outlive its tests (the
+    # backends marker groups every module's sqlite tests first), and a setting held
+    # here would point the tests run in between at this server
+    with (
+        on_prefect_api(prefect_server.api),
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+    ):
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        )
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture
 def on_dask(dask_cluster: LocalCluster, prefect_server: PrefectServer) -> Iterator[str]:
     """The test process on the real Prefect API the workers use; yields the scheduler."""
-    with temporary_settings({PREFECT_API_URL: prefect_server.api}):  # type: ignore[dict-item]
+    with on_prefect_api(prefect_server.api):
         yield dask_cluster.scheduler_address
 
 

@@ -21,6 +21,7 @@ from prefect import flow, states
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from tests import helpers
 from tests.servers import (
     MlflowServer,
     start_fault_proxy,
@@ -344,7 +345,7 @@ def test_one_pass_ends_the_runs_of_sigkilled_flow_processes_and_no_live_run(
 
         client = MlflowClient(uri)
         exp_id = client.get_experiment_by_name(experiment).experiment_id
-        with temporary_settings({PREFECT_API_URL: server.api}):
+        with helpers.on_prefect_api(server.api):
             before = {r.info.run_id: r for r in client.search_runs([exp_id], max_results=1000)}
             flow_runs = {r.data.tags[FLOW_RUN_TAG] for r in before.values()}
             orphaned = read_flow_run_states(sorted(flow_runs - live_flow_runs))
