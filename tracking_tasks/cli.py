@@ -325,8 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     # results go to stdout, errors to one line on stderr: the library's own info lines
-    # (forwarded to Prefect's console logger) would only interleave with them
-    logging.getLogger("tracking_tasks").setLevel(logging.WARNING)
+    # (forwarded to Prefect's console logger) would only interleave with them. Restored
+    # on the way out: main() called in a process that goes on keeps its logging.
+    library_log = logging.getLogger("tracking_tasks")
+    level = library_log.level
+    library_log.setLevel(logging.WARNING)
 
     from tracking_tasks.errors import InvalidArgumentError, NotFoundError, TrackingTasksError
 
@@ -340,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SERVER
     except KeyboardInterrupt:
         return 130
+    finally:
+        library_log.setLevel(level)
 
 
 if __name__ == "__main__":
