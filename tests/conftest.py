@@ -92,7 +92,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     whose other processes (Dask workers, Prefect workers) need an API they can reach.
 
     Its ``env`` is for subprocesses; the test process points at it with
-    ``temporary_settings`` (see tests/test_dask_sweep.py).
+    ``tests.helpers.on_prefect_api``, which also drains Prefect's EventsWorker.
     """
     server = start_prefect_server(tmp_path_factory.mktemp("prefect-server-home"))
     try:
