@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -43,9 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from common import REPO, machine
 
 
 def _status_kb(key: str) -> int:
@@ -287,11 +284,7 @@ def main() -> None:
         ]
         warm = _make_small(work / "warm", 16 * args.server_workers, 1)
         results: dict[str, Any] = {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
+            "machine": machine(),
             "params": vars(args),
         }
         for rtt_ms in args.rtt_ms:

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_dask.py                  # 32 trials, 3 reps, 200 ms each
     .venv/bin/python bench/bench_dask.py --trials 16 --reps 5 --work-ms 50
+    .venv/bin/python bench/bench_dask.py --work-ms 5000 --reps 1 --json dask-5s.json
 
 One real ``mlflow server --workers 1``, one real ``prefect server start`` (Dask worker
 processes need an API they can reach), one ``distributed.LocalCluster`` of worker
@@ -28,21 +29,12 @@ on Dask at most 1.10x raw on the same cluster), and the library's fixed cost.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-for _name in [n for n in os.environ if n.startswith("MLFLOW_")]:
-    del os.environ[_name]
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import Measure, Pair, report
 
 STEPS = 5
 
@@ -101,6 +93,7 @@ def main() -> None:
     parser.add_argument("--work-ms", type=float, default=200.0, help="each trial's own work")
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes")
     parser.add_argument("--threads", type=int, default=2, help="threads per worker")
+    parser.add_argument("--json", default="dask.json", help="results file in bench/results/")
     args = parser.parse_args()
     work_s = args.work_ms / 1000
 
@@ -111,7 +104,6 @@ def main() -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from bench.common import Measure, Pair, report
     from tests.servers import start_mlflow_server, start_prefect_server
     from tracking_tasks import RunLogger, TrackingConfig, track_sweep
 
@@ -233,7 +225,7 @@ def main() -> None:
                     note=f"ThreadPoolTaskRunner(max_workers={args.workers * args.threads})",
                 ),
             ],
-            "dask.json",
+            args.json,
         )
     finally:
         prefect_server.stop()

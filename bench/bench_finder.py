@@ -21,29 +21,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-for _name in [n for n in os.environ if n.startswith("MLFLOW_")]:
-    del os.environ[_name]
+from common import REPO, machine
+from common import RESULTS as RESULTS_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tests.servers import start_mlflow_server
 
-from tests.servers import start_mlflow_server  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results" / "finder.json"
+RESULTS = RESULTS_DIR / "finder.json"
 EXPERIMENT = "bench-finder"
 
 
@@ -175,13 +166,13 @@ def main() -> None:
     result = {
         "runs": args.runs,
         "build_seconds": build_s,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "full_search": full,
         "cached_lookup": cache,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print(f"wrote {RESULTS.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

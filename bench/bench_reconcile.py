@@ -27,28 +27,17 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import random
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-for _name in [n for n in os.environ if n.startswith("MLFLOW_")]:
-    del os.environ[_name]
+from common import RESULTS, Measure, Pair, report
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import Measure, Pair, report  # noqa: E402
-from tests.servers import (  # noqa: E402
+from tests.helpers import prefect_api
+from tests.servers import (
     start_fault_proxy,
     start_mlflow_server,
     start_prefect_server,
@@ -59,27 +48,10 @@ STATES += [("CRASHED", "Crashed", 15), ("CANCELLED", "Cancelled", 5)]
 THREADS = 8  # MLflow client connection pool: 10
 
 
-def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST JSON; a busy Prefect server (SQLite locked) answers 503: wait and retry, as
-    Prefect's own client does."""
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
-    )
-    for attempt in range(20):
-        try:
-            with urllib.request.urlopen(request, timeout=60) as resp:
-                return dict(json.loads(resp.read()))
-        except urllib.error.HTTPError as exc:
-            if exc.code not in (429, 503) or attempt == 19:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
 def make_flow_runs(api: str, runs: int, rng: random.Random) -> list[tuple[str, str]]:
     """Flow runs in terminal states, with 1-5 MLflow runs each: ``runs`` (flow run, state)
     slots, one per MLflow run to create."""
-    flow_id = _post(f"{api}/flows/", {"name": "bench-reconcile"})["id"]
+    flow_id = prefect_api(api, "/flows/", {"name": "bench-reconcile"})["id"]
     sizes: list[int] = []
     while sum(sizes) < runs:
         sizes.append(min(rng.randint(1, 5), runs - sum(sizes)))
@@ -88,7 +60,7 @@ def make_flow_runs(api: str, runs: int, rng: random.Random) -> list[tuple[str, s
 
     def create(state: tuple[str, str, int]) -> str:
         body = {"flow_id": flow_id, "state": {"type": state[0], "name": state[1]}}
-        return str(_post(f"{api}/flow_runs/", body)["id"])
+        return str(prefect_api(api, "/flow_runs/", body)["id"])
 
     with ThreadPoolExecutor(4) as pool:  # Prefect's SQLite store: few writers at once
         ids = list(pool.map(create, picked))
@@ -224,7 +196,7 @@ def main() -> None:
         note=note,
     )
     report("Reconcile", [pair], "reconcile.json")
-    out = ROOT / "bench" / "results" / "reconcile.json"
+    out = RESULTS / "reconcile.json"
     data = json.loads(out.read_text())
     data.update(requests=counts, per_run=per_run, build_seconds=build_s)
     out.write_text(json.dumps(data, indent=2) + "\n")

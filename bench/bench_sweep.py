@@ -23,7 +23,6 @@ library at most 1.0x the callback's) and the MLflow requests per trial of each.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -32,25 +31,16 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-for _name in [n for n in os.environ if n.startswith("MLFLOW_")]:
-    del os.environ[_name]
+from common import REPO, Measure, Pair, report
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import Measure, Pair, report  # noqa: E402
-from tests.servers import start_mlflow_server, stop_process_group  # noqa: E402
+from tests.servers import start_mlflow_server, stop_process_group
 
 PARALLEL = 4
 
 
 def _proxy(upstream: str) -> tuple[str, subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "faultproxy.py"), "--upstream", upstream],
+        [sys.executable, str(REPO / "tests" / "faultproxy.py"), "--upstream", upstream],
         stdout=subprocess.PIPE,
         start_new_session=True,
     )

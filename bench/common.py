@@ -12,8 +12,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# Importing this module first is every bench script's preamble: no telemetry (no
+# internet here), quiet Prefect, a patient ephemeral API on 2 cores, and no MLFLOW_*
+# variable from the shell pointing a bench at another server.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+for _name in [n for n in os.environ if n.startswith("MLFLOW_")]:
+    del os.environ[_name]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

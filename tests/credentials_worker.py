@@ -12,37 +12,11 @@ from __future__ import annotations
 import json
 import sys
 
-from prefect import flow
-
-from tracking_tasks import (
-    MlflowCredentials,
-    RunRef,
-    TrackingContext,
-    create_mlflow_run,
-    log_metrics,
-    log_params,
-    mlflow_state_hooks,
-    setup_mlflow,
-    upload_artifacts,
-)
+from tests.helpers import credentials_flow
+from tracking_tasks import RunRef, TrackingContext
 from tracking_tasks.ops.batching import log_params as plain_log_params
 from tracking_tasks.ops.lifecycle import end_mlflow_run
 from tracking_tasks.ops.search import find_mlflow_runs
-
-
-@flow(**mlflow_state_hooks())
-def worker_flow(
-    block: str | None, tracking_uri: str | None, experiment: str, artifact_dir: str
-) -> dict[str, str]:
-    credentials = MlflowCredentials.load(block) if block else None
-    ctx = setup_mlflow(
-        experiment_name=experiment, tracking_uri=tracking_uri, credentials=credentials
-    )
-    run = create_mlflow_run(ctx, run_name="worker", config={"experiment": experiment})
-    log_params(run, {"experiment": experiment})
-    log_metrics(run, {"f1": 0.7}, step=0)
-    upload_artifacts(run, artifact_dir, "outputs")
-    return {"run_id": run.run_id}
 
 
 def main(raw: str) -> None:
@@ -57,7 +31,9 @@ def main(raw: str) -> None:
     end_mlflow_run(ref)
     results: dict[str, object] = {"ref_run_id": ref.run_id, "found": found, "flow_runs": []}
     for block, uri in ((args["block"], None), (None, args["plain_uri"]), (args["block"], None)):
-        state = worker_flow(block, uri, args["experiment"], args["artifact_dir"], return_state=True)
+        state = credentials_flow(
+            block, uri, args["experiment"], args["artifact_dir"], return_state=True
+        )
         assert state.is_completed(), state
         flow_runs = results["flow_runs"]
         assert isinstance(flow_runs, list)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,9 +17,19 @@ from uuid import UUID
 
 from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
+from prefect import flow
 from prefect.client.orchestration import get_client
 
-from tracking_tasks import TrackingConfig
+from tracking_tasks import (
+    MlflowCredentials,
+    TrackingConfig,
+    create_mlflow_run,
+    log_metrics,
+    log_params,
+    mlflow_state_hooks,
+    setup_mlflow,
+    upload_artifacts,
+)
 
 
 def experiment_runs(config: TrackingConfig) -> list[Run]:
@@ -169,3 +184,54 @@ def on_prefect_api(api_url: str) -> Iterator[None]:
             EventsWorker.drain_all(timeout=30)
     finally:
         EventsWorker.drain_all(timeout=30)
+
+
+@flow(**mlflow_state_hooks())
+def credentials_flow(
+    block: str | None, tracking_uri: str | None, experiment: str, artifact_dir: str
+) -> dict[str, str]:
+    """The credentials tests' flow (in this process and in tests/credentials_worker.py):
+    a saved block's name (or a plain URI) in, one run with params, a metric and files."""
+    credentials = MlflowCredentials.load(block) if block else None
+    ctx = setup_mlflow(
+        experiment_name=experiment, tracking_uri=tracking_uri, credentials=credentials
+    )
+    run = create_mlflow_run(ctx, run_name="train", config={"experiment": experiment})
+    log_params(run, {"experiment": experiment})
+    log_metrics(run, {"f1": 0.5}, step=0)
+    upload_artifacts(run, artifact_dir, "outputs")
+    return {"run_id": run.run_id, "tracking_uri": ctx.tracking_uri}
+
+
+def prefect_api(
+    url: str, path: str, body: dict[str, Any] | None = None, method: str = "POST"
+) -> Any:
+    """Call a Prefect server's REST API (``url`` ends in ``/api``) and return its JSON.
+
+    A busy server (its SQLite store locked) answers 503: wait and retry, as Prefect's own
+    client does."""
+    request = urllib.request.Request(
+        f"{url}{path}",
+        data=None if method == "GET" else json.dumps(body or {}).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    for attempt in range(20):
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 503) or attempt == 19:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def prefect_cli(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """Run ``prefect <args>`` in ``cwd``; assert it succeeded; return what it printed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "prefect", *args], env=env, cwd=cwd,
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, f"prefect {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
+from tests import helpers
 from tests.helpers import experiment_runs
 from tests.servers import MlflowServer, start_prefect_server, stop_process_group
 from tracking_tasks import TrackingConfig
-
-
-def _api(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    request = urllib.request.Request(
-        f"{url}{path}",
-        data=json.dumps(body or {}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        return json.loads(resp.read())
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +27,6 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         server.stop()
 
 
-def _prefect(env: dict[str, str], repo: Path, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "prefect", *args], env=env, cwd=repo,
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert out.returncode == 0, f"prefect {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
-    return out.stdout
-
-
 def test_deploy_all_and_run_pipeline_through_a_worker(
     prefect_server: dict[str, str],
     mlflow_server: MlflowServer,
@@ -57,16 +35,18 @@ def test_deploy_all_and_run_pipeline_through_a_worker(
 ) -> None:
     env = prefect_server
     api = env["PREFECT_API_URL"]
-    _prefect(env, repo_root, "work-pool", "create", "tracking-tasks", "--type", "process")
-    _prefect(env, repo_root, "--no-prompt", "deploy", "--all")
+    helpers.prefect_cli(
+        env, repo_root, "work-pool", "create", "tracking-tasks", "--type", "process"
+    )
+    helpers.prefect_cli(env, repo_root, "--no-prompt", "deploy", "--all")
 
-    deployments = {d["name"]: d for d in _api(api, "/deployments/filter")}
+    deployments = {d["name"]: d for d in helpers.prefect_api(api, "/deployments/filter")}
     assert set(deployments) == {"pipeline", "nightly-benchmark", "demo", "reconcile"}
     nightly = deployments["nightly-benchmark"]
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
     reconcile = deployments["reconcile"]
     assert [s["schedule"]["interval"] for s in reconcile["schedules"]] == [600.0]
-    automations = {a["name"]: a for a in _api(api, "/automations/filter")}
+    automations = {a["name"]: a for a in helpers.prefect_api(api, "/automations/filter")}
     on_crashed = automations["reconcile-on-crashed"]
     assert on_crashed["trigger"]["expect"] == ["prefect.flow-run.Crashed"]
     assert on_crashed["actions"][0]["deployment_id"] == reconcile["id"]
@@ -91,7 +71,7 @@ def test_deploy_all_and_run_pipeline_through_a_worker(
                 "register_as": None,
             }
         }
-        flow_run = _api(
+        flow_run = helpers.prefect_api(
             api,
             f"/deployments/{deployments['pipeline']['id']}/create_flow_run",
             {"parameters": params},
@@ -99,7 +79,7 @@ def test_deploy_all_and_run_pipeline_through_a_worker(
         deadline = time.monotonic() + 300
         state = None
         while time.monotonic() < deadline:
-            state = _api(
+            state = helpers.prefect_api(
                 api, "/flow_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}}
             )[0]["state"]
             if state and state["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:

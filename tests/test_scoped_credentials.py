@@ -35,7 +35,6 @@ from tracking_tasks import (
     MlflowCredentials,
     create_mlflow_run,
     log_metrics,
-    log_params,
     mlflow_state_hooks,
     setup_mlflow,
     upload_artifacts,
@@ -125,21 +124,6 @@ def scene(
         server_b.stop()
 
 
-@flow(**mlflow_state_hooks())
-def scoped_flow(
-    block: str | None, tracking_uri: str | None, experiment: str, artifact_dir: str
-) -> dict[str, str]:
-    credentials = MlflowCredentials.load(block) if block else None
-    ctx = setup_mlflow(
-        experiment_name=experiment, tracking_uri=tracking_uri, credentials=credentials
-    )
-    run = create_mlflow_run(ctx, run_name="train", config={"experiment": experiment})
-    log_params(run, {"experiment": experiment})
-    log_metrics(run, {"f1": 0.5}, step=0)
-    upload_artifacts(run, artifact_dir, "outputs")
-    return {"run_id": run.run_id, "tracking_uri": ctx.tracking_uri}
-
-
 def _artifacts(tmp_path: Path) -> str:
     folder = tmp_path / "outputs"
     folder.mkdir(exist_ok=True)
@@ -150,7 +134,7 @@ def _artifacts(tmp_path: Path) -> str:
 def _run_flow(scene: Scene, which: str, folder: str) -> tuple[str, str]:
     block = {"a": scene.block_a, "b": scene.block_b, "c": None}[which]
     uri = scene.c.url if which == "c" else None
-    state = scoped_flow(block, uri, f"scoped-{which}", folder, return_state=True)
+    state = helpers.credentials_flow(block, uri, f"scoped-{which}", folder, return_state=True)
     assert state.is_completed(), state
     return str(state.state_details.flow_run_id), state.result()["run_id"]
 

@@ -3,16 +3,15 @@ up by 2 process workers of one work pool, all tracking into one `mlflow server`.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import helpers
 from tests.helpers import experiment_runs
 from tests.servers import MlflowServer, PrefectServer, stop_process_group
 from tracking_tasks import TrackingConfig
@@ -25,32 +24,14 @@ STAGES = {"sweep", "trial-0", "trial-1", "training", "benchmark", "conversion"}
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def _api(url: str, path: str, body: dict[str, Any] | None = None, method: str = "POST") -> Any:
-    request = urllib.request.Request(
-        f"{url}{path}",
-        data=None if method == "GET" else json.dumps(body or {}).encode(),
-        headers={"Content-Type": "application/json"},
-        method=method,
-    )
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        return json.loads(resp.read())
-
-
-def _prefect(env: dict[str, str], cwd: Path, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "prefect", *args], env=env, cwd=cwd,
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert out.returncode == 0, f"prefect {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
-    return out.stdout
-
-
 def _parent_flow_run(api: str, flow_run_id: str) -> str | None:
     """The flow run a subflow run was called from (None for a top-level run)."""
-    task_run = _api(api, f"/flow_runs/{flow_run_id}", method="GET")["parent_task_run_id"]
+    task_run = helpers.prefect_api(api, f"/flow_runs/{flow_run_id}", method="GET")[
+        "parent_task_run_id"
+    ]
     if task_run is None:
         return None
-    return str(_api(api, f"/task_runs/{task_run}", method="GET")["flow_run_id"])
+    return str(helpers.prefect_api(api, f"/task_runs/{task_run}", method="GET")["flow_run_id"])
 
 
 def test_four_pipeline_runs_on_two_process_workers_track_every_stage_once(
@@ -60,14 +41,16 @@ def test_four_pipeline_runs_on_two_process_workers_track_every_stage_once(
     tracking_config: TrackingConfig,
 ) -> None:
     env, api = prefect_server.env, prefect_server.api
-    _prefect(env, repo_root, "work-pool", "create", "tracking-tasks", "--type", "process")
-    _prefect(env, repo_root, "--no-prompt", "deploy", "--name", "pipeline")
-    (deployment,) = _api(api, "/deployments/filter")
+    helpers.prefect_cli(
+        env, repo_root, "work-pool", "create", "tracking-tasks", "--type", "process"
+    )
+    helpers.prefect_cli(env, repo_root, "--no-prompt", "deploy", "--name", "pipeline")
+    (deployment,) = helpers.prefect_api(api, "/deployments/filter")
     assert deployment["name"] == "pipeline" and deployment["work_pool_name"] == "tracking-tasks"
 
     experiments = [f"{tracking_config.experiment_name}-{k}" for k in range(N_FLOW_RUNS)]
     flow_runs = [
-        _api(
+        helpers.prefect_api(
             api,
             f"/deployments/{deployment['id']}/create_flow_run",
             {
@@ -126,7 +109,9 @@ def test_four_pipeline_runs_on_two_process_workers_track_every_stage_once(
         deadline = time.monotonic() + 420
         states: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            found = _api(api, "/flow_runs/filter", {"flow_runs": {"id": {"any_": flow_runs}}})
+            found = helpers.prefect_api(
+                api, "/flow_runs/filter", {"flow_runs": {"id": {"any_": flow_runs}}}
+            )
             states = {r["id"]: r["state"] for r in found}
             if all(s and s["type"] in TERMINAL for s in states.values()):
                 break
