@@ -39,7 +39,10 @@ from tracking_tasks import (
     setup_mlflow,
     upload_artifacts,
 )
+from tracking_tasks.errors import TrackingConfigError
 from tracking_tasks.ops.credentials import ServerCredentials, clear_scoped_credentials
+from tracking_tasks.ops.lifecycle import end_mlflow_run
+from tracking_tasks.ops.search import find_mlflow_runs, get_run_summary
 from tracking_tasks.ops.tokens import TokenProvider
 
 REPO = Path(__file__).resolve().parent.parent
@@ -261,6 +264,38 @@ def test_each_server_gets_only_its_own_credentials_in_two_processes(
         [f["id"] for result, _ in outputs.values() for f in result["flow_runs"]],
         {f"process {which}": text for which, (_, text) in outputs.items()},
     )
+
+
+def test_a_finder_sends_a_block_only_to_its_own_server(
+    scene: Scene, fluent_reset: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``credentials=`` on a finder and on get_run_summary: the block's server is searched
+    though $MLFLOW_TRACKING_URI names another, and another server named outright is
+    refused before any request reaches it."""
+    clear_scoped_credentials()
+    block_a = MlflowCredentials.load(scene.block_a)
+    ctx = setup_mlflow.fn(experiment_name="finder-scope", credentials=block_a)
+    run = create_mlflow_run.fn(ctx, "found")
+    clear_scoped_credentials()  # the finder loads the block itself
+    # after setup_mlflow, which points MLflow at A; undone before fluent_reset restores
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", scene.c.url)
+    scene.reset()
+
+    found = find_mlflow_runs("finder-scope", credentials=block_a)
+    assert [r.run_id for r in found] == [run.run_id]
+    assert get_run_summary(run.run_id, credentials=block_a).run_id == run.run_id
+    header_a, _ = scene.expected()
+    assert set(scene.a.authorization()) == {header_a}
+    assert scene.c.stats()["seen"] == 0  # the environment's server was never asked
+
+    for call in (
+        lambda: find_mlflow_runs("finder-scope", tracking_uri=scene.c.url, credentials=block_a),
+        lambda: get_run_summary(run.run_id, tracking_uri=scene.c.url, credentials=block_a),
+    ):
+        with pytest.raises(TrackingConfigError, match="never sent to another server"):
+            call()
+    assert scene.c.stats()["seen"] == 0
+    assert end_mlflow_run(run) == "FINISHED"  # with the handle's credentials
 
 
 def test_mlflow_environment_variables_keep_working_beside_a_block(

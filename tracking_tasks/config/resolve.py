@@ -40,8 +40,11 @@ class CredentialsLocation(Protocol):
     def credentials_reference(self) -> str | None: ...
 
 
-def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """Resolve a tracking URI: the argument > ``$MLFLOW_TRACKING_URI`` > the embedded default.
+def resolve_tracking_uri(
+    tracking_uri: str | None = None, *, credentials: CredentialsLocation | None = None
+) -> str:
+    """Resolve a tracking URI: the argument > the credentials' server >
+    ``$MLFLOW_TRACKING_URI`` > the embedded default.
 
     The one place a tracking URI is resolved: ``setup_mlflow``, the finders and the
     artifact tasks all come here. The URI is checked (no password, no unknown scheme, no
@@ -50,19 +53,25 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
 
     Args:
         tracking_uri: An explicit tracking URI, or None.
+        credentials: Credentials to use there: their server is the default, and another
+            server is refused (an Azure ML workspace block names none: pass its URI).
 
     Returns:
         The resolved tracking URI.
 
     Raises:
-        TrackingConfigError: the URI is invalid; the message says where it came from.
+        TrackingConfigError: the URI is invalid (the message says where it came from), or
+            the credentials are for another server.
 
     Example:
         >>> resolve_tracking_uri("http://127.0.0.1:5000")
         'http://127.0.0.1:5000'
     """
+    if tracking_uri is None and credentials is not None and credentials.tracking_uri is not None:
+        tracking_uri = str(credentials.tracking_uri)
     resolved = resolve_tracking_config(tracking_uri=tracking_uri).tracking_uri
     assert resolved is not None
+    check_credentials_server(credentials, resolved)
     return resolved
 
 
@@ -160,17 +169,40 @@ def resolve_tracking_config(
         registry_uri=registry_uri,
         artifact_location=artifact_location,
     )
-    if credentials is not None and credentials.tracking_uri is not None:
-        assert resolved.tracking_uri is not None
-        wanted = absolute_local_uri(credentials.tracking_uri).rstrip("/")
-        if resolved.tracking_uri.rstrip("/") != wanted:
-            raise TrackingConfigError(
-                f"the credentials are for {redact_uri(credentials.tracking_uri)} but the "
-                f"tracking URI resolved to {redact_uri(resolved.tracking_uri)}: MLflow "
-                "credentials are never sent to another server. Drop the other tracking URI "
-                "or use credentials for it"
-            )
+    if resolved.tracking_uri is not None:
+        check_credentials_server(credentials, resolved.tracking_uri)
     return resolved
+
+
+def check_credentials_server(credentials: CredentialsLocation | None, tracking_uri: str) -> None:
+    """Refuse credentials that belong to another server than ``tracking_uri``.
+
+    The one home of the rule that a credential is sent to its own server only:
+    ``setup_mlflow``, the finders, ``get_run_summary`` and every other place that applies
+    a block come here (through ``resolve_tracking_config``, ``resolve_tracking_uri`` or
+    ``ops.client.apply_credentials``). Credentials that name no server (an Azure ML
+    workspace block) pass.
+
+    Args:
+        credentials: An ``MlflowCredentials`` block or ``ServerCredentials``, or None.
+        tracking_uri: The resolved tracking URI they would be used for.
+
+    Raises:
+        TrackingConfigError: the credentials are for another server.
+
+    Example:
+        >>> check_credentials_server(None, "http://127.0.0.1:5000")
+    """
+    if credentials is None or credentials.tracking_uri is None:
+        return
+    wanted = absolute_local_uri(str(credentials.tracking_uri)).rstrip("/")
+    if tracking_uri.rstrip("/") != wanted:
+        raise TrackingConfigError(
+            f"the credentials are for {redact_uri(str(credentials.tracking_uri))} but the "
+            f"tracking URI resolved to {redact_uri(tracking_uri)}: MLflow "
+            "credentials are never sent to another server. Drop the other tracking URI "
+            "or use credentials for it"
+        )
 
 
 def _argument_workspace(

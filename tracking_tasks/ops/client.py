@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+from tracking_tasks.config.resolve import check_credentials_server
 from tracking_tasks.errors import TrackingConfigError
 from tracking_tasks.ops.credentials import (
     Credential,
@@ -101,7 +102,7 @@ def use_credentials(
     scope_credentials(tracking_uri, credential, reference)
 
 
-def ensure_credentials(reference: str | None, tracking_uri: str | None = None) -> None:
+def ensure_credentials(reference: str | None, tracking_uri: str) -> None:
     """Load the credentials a handle refers to, once per process, and scope them.
 
     Nothing happens for None or a reference already loaded here (beyond making sure the
@@ -112,13 +113,14 @@ def ensure_credentials(reference: str | None, tracking_uri: str | None = None) -
     Args:
         reference: A handle's ``credentials``, or None.
         tracking_uri: The handle's tracking URI: where a block that names an Azure ML
-            workspace instead of a URI authenticates.
+            workspace instead of a URI authenticates (so it is required: without it such
+            a block would be marked loaded and never applied).
 
     Raises:
         TrackingConfigError: the reference cannot be loaded.
 
     Example:
-        >>> ensure_credentials(None)
+        >>> ensure_credentials(None, "sqlite:///mlflow.db")
     """
     if reference is None:
         return
@@ -128,7 +130,7 @@ def ensure_credentials(reference: str | None, tracking_uri: str | None = None) -
     loaded = load_reference(reference)
     if loaded is not None:
         uri, credential = loaded
-        if uri is None and tracking_uri is not None and base_scheme(tracking_uri) == "azureml":
+        if uri is None and base_scheme(tracking_uri) == "azureml":
             uri = tracking_uri  # a workspace block: the handle holds the workspace's URI
         if uri is not None:
             use_credentials(uri, credential, reference)
@@ -146,8 +148,9 @@ def apply_credentials(credentials: CredentialsLocation | None, tracking_uri: str
         The credentials' secret-free reference for handles (None if it has none).
 
     Raises:
-        TrackingConfigError: the tracking URI is neither HTTP(S) nor an Azure ML
-            workspace, or the credential does not fit it (see ``use_credentials``).
+        TrackingConfigError: the credentials belong to another server, the tracking URI
+            is neither HTTP(S) nor an Azure ML workspace, or the credential does not fit
+            it (see ``use_credentials``).
 
     Example:
         >>> apply_credentials(None, "sqlite:///mlflow.db") is None
@@ -155,6 +158,7 @@ def apply_credentials(credentials: CredentialsLocation | None, tracking_uri: str
     """
     if credentials is None:
         return None
+    check_credentials_server(credentials, tracking_uri)
     credential = credentials.scoped_credential()
     if credential is None:
         return None

@@ -46,22 +46,12 @@ def end_mlflow_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
         >>> end_mlflow_run(run, "FINISHED")  # doctest: +SKIP
         'FINISHED'
     """
-    if status not in TERMINAL_STATUSES:
-        raise InvalidArgumentError(
-            f"status {status!r} is not one of FINISHED, FAILED, KILLED: pass one of them"
-        )
+    _check_terminal(status)
     current = get_run_info(run).status
     if current in TERMINAL_STATUSES:
         log.info("MLflow run %s already %s; left as is", run.run_id, current)
         return str(current)
-    with mlflow_errors(
-        f"could not end MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",
-        default=RunEndError,
-        not_found=RunNotFoundError,
-    ):
-        client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
-        client.set_terminated(run.run_id, status=status)
-    return status
+    return terminate_run(run, status)
 
 
 @dataclass(frozen=True)
@@ -181,17 +171,22 @@ def terminate_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
         >>> terminate_run(run, "KILLED")  # doctest: +SKIP
         'KILLED'
     """
-    if status not in TERMINAL_STATUSES:
-        raise InvalidArgumentError(
-            f"status {status!r} is not one of FINISHED, FAILED, KILLED: pass one of them"
-        )
+    _check_terminal(status)
     with mlflow_errors(
         f"could not end MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",
         default=RunEndError,
         not_found=RunNotFoundError,
     ):
-        _set_status(get_client(run.tracking_uri, run.registry_uri), run.run_id, status)
+        client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
+        _set_status(client, run.run_id, status)
     return status
+
+
+def _check_terminal(status: str) -> None:
+    if status not in TERMINAL_STATUSES:
+        raise InvalidArgumentError(
+            f"status {status!r} is not one of FINISHED, FAILED, KILLED: pass one of them"
+        )
 
 
 def _set_status(client: Any, run_id: str, status: str) -> None:

@@ -122,8 +122,13 @@ def _split_experiments(
     return names, contexts
 
 
-def _server(tracking_uri: str | None, contexts: Sequence[TrackingContext]) -> str:
-    """Explicit > the contexts' URI > ``$MLFLOW_TRACKING_URI`` > the embedded default."""
+def _server(
+    tracking_uri: str | None,
+    contexts: Sequence[TrackingContext],
+    credentials: CredentialsLocation | None,
+) -> str:
+    """Explicit > the contexts' URI > the credentials' server > ``$MLFLOW_TRACKING_URI`` >
+    the embedded default."""
     context_uris = {c.tracking_uri for c in contexts}
     if len(context_uris) > 1:
         raise InvalidSearchError(
@@ -136,7 +141,7 @@ def _server(tracking_uri: str | None, contexts: Sequence[TrackingContext]) -> st
             f"{redact_uri(next(iter(context_uris)))!r}: drop one of them"
         )
     chosen = tracking_uri if tracking_uri is not None else next(iter(context_uris), None)
-    return resolve_tracking_uri(chosen)
+    return resolve_tracking_uri(chosen, credentials=credentials)
 
 
 def _credentials(
@@ -200,7 +205,7 @@ def resolve_scope(
         Scope(tracking_uri='http://127.0.0.1:5000', experiment_ids=('1',))
     """
     names, contexts = _split_experiments(experiments, experiment_name)
-    uri = _server(tracking_uri, contexts)
+    uri = _server(tracking_uri, contexts, credentials)
     reference = _credentials(credentials, uri, contexts)
     ids = [c.experiment_id for c in contexts]
     if not names and not contexts:

@@ -12,7 +12,7 @@ from tracking_tasks.errors import InvalidArgumentError
 from tracking_tasks.ops.filters import tag_exists
 from tracking_tasks.ops.lifecycle import RunLocation, end_runs
 from tracking_tasks.ops.query import Experiments, Query, checked_filter, pages, resolve_scope
-from tracking_tasks.ops.runs import RunStatus
+from tracking_tasks.ops.runs import TERMINAL_FLOW_RUN_STATES, RunStatus
 from tracking_tasks.tags import FLOW_RUN_TAG, RECONCILED_TAG
 
 __all__ = [
@@ -28,17 +28,6 @@ __all__ = [
 #: ``"RUNNING"``...; None for a flow run without a state). An id left out of the answer
 #: is a flow run that no longer exists.
 FlowRunStates = Callable[[Sequence[str]], Mapping[str, str | None]]
-
-#: The Prefect state types of a flow run that is over, and the MLflow status its runs
-#: end with (the same mapping as the state hooks). Every other state type (Scheduled,
-#: Pending, Running, Paused, Cancelling, AwaitingRetry...) means the flow run may still
-#: write to its runs: they are never touched.
-TERMINAL_FLOW_RUN_STATES: Mapping[str, RunStatus] = {
-    "COMPLETED": "FINISHED",
-    "FAILED": "FAILED",
-    "CRASHED": "FAILED",
-    "CANCELLED": "KILLED",
-}
 
 #: What a run whose flow run no longer exists (deleted) ends with. FAILED, not KILLED:
 #: the library keeps KILLED for a stop someone chose and it saw (Cancelled, a pruned

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mlflow.entities import RunInfo
 
 __all__ = [
+    "TERMINAL_FLOW_RUN_STATES",
     "TERMINAL_STATUSES",
     "OpenedRun",
     "RunPlan",
@@ -43,6 +44,18 @@ log = logging.getLogger(__name__)
 #: The statuses of an ended run.
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"FINISHED", "FAILED", "KILLED"})
+
+#: The Prefect state types of a flow or task run that is over, and the MLflow status its
+#: runs end with: the one mapping the state hooks, reconcile and a sweep's failed trials
+#: use. Every other state type (Scheduled, Pending, Running, Paused, AwaitingRetry...)
+#: means the run may still write: reconcile never touches it. (Cancelling is not over:
+#: only the hooks, which Prefect calls in it, end runs KILLED there.)
+TERMINAL_FLOW_RUN_STATES: Mapping[str, RunStatus] = {
+    "COMPLETED": "FINISHED",
+    "FAILED": "FAILED",
+    "CRASHED": "FAILED",
+    "CANCELLED": "KILLED",
+}
 
 
 @dataclass(frozen=True)

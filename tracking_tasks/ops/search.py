@@ -381,7 +381,7 @@ def get_run_summary(
         ... def show(run_id: str) -> str:
         ...     return get_run_summary(run_id).status
     """
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri, credentials=credentials)
     apply_credentials(credentials, uri)
     try:
         with mlflow_errors(

@@ -12,7 +12,7 @@ from tracking_tasks.errors import RunEndError
 from tracking_tasks.handles import TrackingContext
 from tracking_tasks.ops.lifecycle import RunLocation, end_runs
 from tracking_tasks.ops.query import Scope
-from tracking_tasks.ops.runs import RunStatus
+from tracking_tasks.ops.runs import TERMINAL_FLOW_RUN_STATES, RunStatus
 from tracking_tasks.ops.search import open_run_ids
 from tracking_tasks.tasks.registry import (
     RUN_REGISTRY,
@@ -42,13 +42,9 @@ def state_to_run_status(state: Any) -> RunStatus | None:
         >>> state_to_run_status(Completed()), state_to_run_status(Crashed())
         ('FINISHED', 'FAILED')
     """
-    if state.is_completed():
-        return "FINISHED"
-    if state.is_failed() or state.is_crashed():
-        return "FAILED"
-    if state.is_cancelled() or state.is_cancelling():
+    if state.is_cancelling():  # Prefect calls on_cancellation hooks here, before Cancelled
         return "KILLED"
-    return None
+    return TERMINAL_FLOW_RUN_STATES.get(state.type.value)
 
 
 def _labelled_locations(flow_run_id: str) -> dict[RunLocation, set[str]]:

@@ -28,7 +28,7 @@ def _after_setup(tsk: Any, task_run: Any, state: Any) -> None:
     if not isinstance(context, TrackingContext):
         return
     if state.name == "Cached":
-        ensure_credentials(context.credentials)
+        ensure_credentials(context.credentials, context.tracking_uri)
         point_fluent_api(context)
     flow_run_id = str(task_run.flow_run_id) if task_run.flow_run_id else None
     RUN_REGISTRY.remember_location(flow_run_id, context)

@@ -19,6 +19,7 @@ from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops.batching import RunLogger
 from tracking_tasks.ops.filters import and_, tag_equals
 from tracking_tasks.ops.lifecycle import end_runs, terminate_run
+from tracking_tasks.ops.runs import TERMINAL_FLOW_RUN_STATES, RunStatus
 from tracking_tasks.ops.search import find_mlflow_runs, get_run_summary
 from tracking_tasks.tags import (
     PARENT_RUN_TAG,
@@ -256,7 +257,8 @@ def track_sweep(
                 error = f"{type(exc).__name__}: {exc}"
             # a final state, or none: the worker process died with the trial in it
             ended_as = (state.name if state.is_final() else None) or "Crashed"
-            run_id = _failed_trial_run_id(context, parent, i, ended_as)
+            status = TERMINAL_FLOW_RUN_STATES.get(state.type.value, "FAILED")
+            run_id = _failed_trial_run_id(context, parent, i, status, ended_as)
             summaries.append(
                 TrialSummary(
                     index=i, params=dict(trials[i]), run_id=run_id, status="FAILED", error=error
@@ -368,17 +370,18 @@ def _optuna_sweep(
 
 
 def _failed_trial_run_id(
-    context: TrackingContext, parent: RunRef, index: int, ended_as: str
+    context: TrackingContext, parent: RunRef, index: int, status: RunStatus, ended_as: str
 ) -> str:
-    """The run of a failed trial, found by its parent and index tags, and ended FAILED if
-    still RUNNING: a trial whose worker process died (a Dask worker killed, out of memory)
-    could not end it, and the sweep's hooks would end it as the sweep ends (FINISHED)."""
+    """The run of a failed trial, found by its parent and index tags, and ended ``status``
+    (FAILED; KILLED for a Cancelled trial) if still RUNNING: a trial whose worker process
+    died (a Dask worker killed, out of memory) could not end it, and the sweep's hooks
+    would end it as the sweep ends (FINISHED)."""
     found = find_mlflow_runs(
         context,
         and_(tag_equals(PARENT_RUN_TAG, parent.run_id), tag_equals(TRIAL_INDEX_TAG, str(index))),
     )
     left_open = [(r.run_id, location_of(context), True) for r in found if r.status == "RUNNING"]
-    _, errors = end_runs(left_open, "FAILED", ended_as)
+    _, errors = end_runs(left_open, status, ended_as)
     for error in errors:
         log.warning("could not end the run of failed trial %d: %s", index, error)
     return found[0].run_id if found else ""

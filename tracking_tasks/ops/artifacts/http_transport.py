@@ -543,7 +543,7 @@ def open_transport(
         RunNotFoundError: the run does not exist.
         TransientArtifactError: the server could not be reached.
     """
-    ensure_credentials(credentials)
+    ensure_credentials(credentials, tracking_uri)
     if not is_http_uri(tracking_uri):
         return RepoTransport(repo_artifact_uri(run_id, tracking_uri, registry_uri), tracking_uri)
     from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
