@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 
@@ -13,6 +12,7 @@ from tracking_tasks.ops.filters import tag_exists
 from tracking_tasks.ops.lifecycle import RunLocation, end_runs
 from tracking_tasks.ops.query import Experiments, Query, checked_filter, pages, resolve_scope
 from tracking_tasks.ops.runs import TERMINAL_FLOW_RUN_STATES, RunStatus
+from tracking_tasks.ops.search import parse_flow_run_id
 from tracking_tasks.tags import FLOW_RUN_TAG, RECONCILED_TAG
 
 __all__ = [
@@ -108,13 +108,6 @@ def _decide(state_type: str | None, found: bool) -> tuple[RunStatus, str, str] |
     return status, state, f"flow run {state}"
 
 
-def _flow_run_id(value: str) -> str | None:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
-
-
 def reconcile_runs(
     flow_run_states: FlowRunStates,
     experiments: Experiments = None,
@@ -177,7 +170,7 @@ def reconcile_runs(
     for page in pages(query):
         for run in page:
             running += 1
-            flow_run_id = _flow_run_id(run.data.tags.get(FLOW_RUN_TAG, ""))
+            flow_run_id = parse_flow_run_id(run.data.tags.get(FLOW_RUN_TAG, ""))
             if flow_run_id is None:
                 unrecognized.append(run.info.run_id)
             else:

@@ -51,6 +51,7 @@ __all__ = [
     "find_runs_for_flow_run",
     "get_run_summary",
     "open_run_ids",
+    "parse_flow_run_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -277,13 +278,35 @@ def find_run_by_config_hash(
     return found[0] if found else None
 
 
-def _flow_run_id(flow_run_id: str | uuid.UUID) -> str:
+def parse_flow_run_id(value: str | uuid.UUID) -> str | None:
+    """A Prefect flow-run id in its canonical form, or None if ``value`` is not a UUID.
+
+    The one reading of a ``prefect.flow_run_id`` tag's value (reconcile) and of a
+    ``flow_run_id`` argument (the flow-run finders, which refuse None).
+
+    Args:
+        value: A flow-run id, in any case, with or without dashes, or anything else.
+
+    Returns:
+        The lower-case dashed UUID, or None.
+
+    Example:
+        >>> parse_flow_run_id("6B29FC40-CA47-1067-B31D-00DD010662DA")
+        '6b29fc40-ca47-1067-b31d-00dd010662da'
+    """
     try:
-        return str(uuid.UUID(str(flow_run_id)))
-    except ValueError as exc:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None
+
+
+def _flow_run_id(flow_run_id: str | uuid.UUID) -> str:
+    parsed = parse_flow_run_id(flow_run_id)
+    if parsed is None:
         raise InvalidSearchError(
             f"flow_run_id {flow_run_id!r} is not a Prefect flow run id (a UUID)"
-        ) from exc
+        )
+    return parsed
 
 
 def find_runs_for_flow_run(

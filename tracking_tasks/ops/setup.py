@@ -191,10 +191,11 @@ def setup_mlflow(
             block_credential = credentials.scoped_credential()
             if isinstance(block_credential, TokenProvider):
                 azure_credential = block_credential
+        if azure_credential is not None:
+            # once: a callable becomes one TokenProvider, shared by MLClient and tracking
+            azure_credential = as_token_credential(azure_credential)
         uri = get_azure_tracking_uri(
-            resolved.azure_workspace,
-            ml_client=ml_client,
-            credential=None if azure_credential is None else as_token_credential(azure_credential),
+            resolved.azure_workspace, ml_client=ml_client, credential=azure_credential
         )
         location = resolved.model_copy(update={"tracking_uri": uri})
         log.info(
