@@ -16,6 +16,8 @@ it from here. Keys fall in four families (plus the Optuna attribute keys at the 
 
 from __future__ import annotations
 
+import uuid
+
 __all__ = [
     "BEST_RUN_TAG",
     "BEST_TRIAL_TAG",
@@ -44,6 +46,7 @@ __all__ = [
     "TRIAL_INDEX_TAG",
     "TRIAL_RUN_ATTR",
     "lineage_tag",
+    "parse_flow_run_id",
     "stage_run_name",
     "trial_run_name",
 ]
@@ -162,3 +165,25 @@ def trial_run_name(index: int, prefix: str = "trial") -> str:
         'trial-3'
     """
     return f"{prefix}-{index}"
+
+
+def parse_flow_run_id(value: object) -> str | None:
+    """A Prefect flow-run id in its canonical form, or None if ``value`` is not a UUID.
+
+    The one reading of a ``FLOW_RUN_TAG`` value (reconcile) and of a ``flow_run_id``
+    argument (the flow-run finders, which refuse None).
+
+    Args:
+        value: A flow-run id, in any case, with or without dashes, or anything else.
+
+    Returns:
+        The lower-case dashed UUID, or None.
+
+    Example:
+        >>> parse_flow_run_id("6B29FC40-CA47-1067-B31D-00DD010662DA")
+        '6b29fc40-ca47-1067-b31d-00dd010662da'
+    """
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None

@@ -12,8 +12,7 @@ from tracking_tasks.ops.filters import tag_exists
 from tracking_tasks.ops.lifecycle import RunLocation, end_runs
 from tracking_tasks.ops.query import Experiments, Query, checked_filter, pages, resolve_scope
 from tracking_tasks.ops.runs import TERMINAL_FLOW_RUN_STATES, RunStatus
-from tracking_tasks.ops.search import parse_flow_run_id
-from tracking_tasks.tags import FLOW_RUN_TAG, RECONCILED_TAG
+from tracking_tasks.tags import FLOW_RUN_TAG, RECONCILED_TAG, parse_flow_run_id
 
 __all__ = [
     "FLOW_RUN_MISSING",

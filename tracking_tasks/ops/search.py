@@ -38,7 +38,7 @@ from tracking_tasks.ops.query import (
     search,
 )
 from tracking_tasks.ops.validation import check_key
-from tracking_tasks.tags import CONFIG_HASH_TAG, FLOW_RUN_TAG, STAGE_TAG
+from tracking_tasks.tags import CONFIG_HASH_TAG, FLOW_RUN_TAG, STAGE_TAG, parse_flow_run_id
 from tracking_tasks.urls import redact_uri
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ __all__ = [
     "find_runs_for_flow_run",
     "get_run_summary",
     "open_run_ids",
-    "parse_flow_run_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -276,28 +275,6 @@ def find_run_by_config_hash(
         Query(scope, where, ("attributes.start_time DESC",), bool(include_deleted), 1, 1)
     )
     return found[0] if found else None
-
-
-def parse_flow_run_id(value: str | uuid.UUID) -> str | None:
-    """A Prefect flow-run id in its canonical form, or None if ``value`` is not a UUID.
-
-    The one reading of a ``prefect.flow_run_id`` tag's value (reconcile) and of a
-    ``flow_run_id`` argument (the flow-run finders, which refuse None).
-
-    Args:
-        value: A flow-run id, in any case, with or without dashes, or anything else.
-
-    Returns:
-        The lower-case dashed UUID, or None.
-
-    Example:
-        >>> parse_flow_run_id("6B29FC40-CA47-1067-B31D-00DD010662DA")
-        '6b29fc40-ca47-1067-b31d-00dd010662da'
-    """
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        return None
 
 
 def _flow_run_id(flow_run_id: str | uuid.UUID) -> str:
