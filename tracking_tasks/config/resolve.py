@@ -67,12 +67,11 @@ def resolve_tracking_uri(
         >>> resolve_tracking_uri("http://127.0.0.1:5000")
         'http://127.0.0.1:5000'
     """
-    if tracking_uri is None and credentials is not None and credentials.tracking_uri is not None:
-        tracking_uri = str(credentials.tracking_uri)
-    resolved = resolve_tracking_config(tracking_uri=tracking_uri).tracking_uri
-    assert resolved is not None
-    check_credentials_server(credentials, resolved)
-    return resolved
+    if credentials is not None and credentials.tracking_uri is None:
+        credentials = None  # a workspace block: the URI given is the workspace's
+    resolved = resolve_tracking_config(tracking_uri=tracking_uri, credentials=credentials)
+    assert resolved.tracking_uri is not None
+    return resolved.tracking_uri
 
 
 def resolve_tracking_config(
