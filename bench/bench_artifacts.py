@@ -57,7 +57,7 @@ def worker(mode: str, uri: str, run_id: str, experiment_id: str, src: str, dest:
     from mlflow import MlflowClient
 
     from tracking_tasks import RunRef
-    from tracking_tasks.ops.artifacts.upload import upload_artifacts
+    from tracking_tasks.ops._artifacts.upload import upload_artifacts
 
     client = MlflowClient(uri)
     run = RunRef(run_id=run_id, experiment_id=experiment_id, run_name="bench", tracking_uri=uri)
@@ -268,7 +268,7 @@ def main() -> None:
 
     from tests.servers import start_mlflow_server, stop_process_group
     from tracking_tasks import RunRef
-    from tracking_tasks.ops.artifacts.upload import upload_artifacts
+    from tracking_tasks.ops._artifacts.upload import upload_artifacts
 
     work = Path(tempfile.mkdtemp(prefix="tt-bench-artifacts-"))
     (work / "server").mkdir()

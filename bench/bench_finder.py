@@ -89,7 +89,7 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from tracking_tasks import find_best_run, find_mlflow_runs
-    from tracking_tasks.ops import search
+    from tracking_tasks import ops as search
 
     root = Path(tempfile.mkdtemp(prefix="bench-finder-"))
     started = time.perf_counter()

@@ -92,8 +92,8 @@ def main() -> None:
     from mlflow import MlflowClient
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tracking_tasks.ops.reconcile import reconcile_runs
-    from tracking_tasks.tasks.reconcile import read_flow_run_states
+    from tracking_tasks.ops._reconcile import reconcile_runs
+    from tracking_tasks.tasks._reconcile import read_flow_run_states
 
     root = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
     (root / "prefect").mkdir()

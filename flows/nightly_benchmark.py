@@ -32,7 +32,7 @@ from tracking_tasks import (
     setup_mlflow,
     track_benchmark,
 )
-from tracking_tasks.trackers.conversion import latest_model_version
+from tracking_tasks.tasks import latest_model_version
 
 
 @flow(name="nightly-benchmark", **mlflow_state_hooks())

@@ -17,8 +17,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect import flow
 
-from tracking_tasks.ops.reconcile import ReconcileReport
-from tracking_tasks.tasks.reconcile import reconcile_mlflow_runs
+from tracking_tasks.ops._reconcile import ReconcileReport
+from tracking_tasks.tasks._reconcile import reconcile_mlflow_runs
 
 
 @flow(name="reconcile-mlflow-runs")

@@ -55,11 +55,11 @@ from tracking_tasks import TrackingConfig
 @pytest.fixture(scope="session", autouse=True)
 def prefect_api() -> Iterator[None]:
     """A real, temporary Prefect API server for the whole session."""
-    from tracking_tasks.tasks.registry import RUN_REGISTRY
+    from tracking_tasks.tasks._run_memory import RUN_MEMORY
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
-        RUN_REGISTRY.writer.flush(30)  # labels and links queued for this API go out first
+        RUN_MEMORY.writer.flush(30)  # labels and links queued for this API go out first
 
 
 #: The backends a ``@pytest.mark.backends`` test runs on; the first is the default.

@@ -14,9 +14,9 @@ import sys
 
 from tests.helpers import credentials_flow
 from tracking_tasks import RunRef, TrackingContext
-from tracking_tasks.ops.batching import log_params as plain_log_params
-from tracking_tasks.ops.lifecycle import end_mlflow_run
-from tracking_tasks.ops.search import find_mlflow_runs
+from tracking_tasks.ops._finders import find_mlflow_runs
+from tracking_tasks.ops._lifecycle import end_mlflow_run
+from tracking_tasks.ops._logging import log_params as plain_log_params
 
 
 def main(raw: str) -> None:

@@ -53,9 +53,9 @@ def flow_run_artifacts(flow_run_id: UUID | str) -> list[Any]:
     """Prefect artifacts created under a flow run (after the background writes land)."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from tracking_tasks.tasks.registry import RUN_REGISTRY
+    from tracking_tasks.tasks._run_memory import RUN_MEMORY
 
-    assert RUN_REGISTRY.writer.flush(30), "the background Prefect writes did not finish"
+    assert RUN_MEMORY.writer.flush(30), "the background Prefect writes did not finish"
 
     with get_client(sync_client=True) as client:
         return list(

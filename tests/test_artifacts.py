@@ -41,7 +41,7 @@ from tracking_tasks.errors import (
     RunNotFoundError,
     UnsafeArtifactPathError,
 )
-from tracking_tasks.ops.artifacts.manifest import MANIFEST_NAME, ManifestEntry
+from tracking_tasks.ops._artifacts.manifest import MANIFEST_NAME, ManifestEntry
 
 ARTIFACT_PUTS = r"^PUT /api/2\.0/mlflow-artifacts/artifacts/"
 FAST = {"retries": 6, "retry_delay_seconds": 0.1, "retry_jitter_factor": 0}

@@ -39,9 +39,9 @@ from tracking_tasks import (
     mlflow_state_hooks,
     setup_mlflow,
 )
+from tracking_tasks.auth._tokens import TokenProvider
 from tracking_tasks.azure_ml import get_azure_tracking_uri
 from tracking_tasks.errors import AzureAuthenticationError, AzureWorkspaceError, TrackingConfigError
-from tracking_tasks.ops.tokens import TokenProvider
 from tracking_tasks.urls import (
     azure_studio_experiment_url,
     azure_studio_run_url,
@@ -389,7 +389,7 @@ def test_a_workspace_block_is_loaded_again_in_another_process(
         [sys.executable, "-c", textwrap.dedent("""
             import sys
             from tracking_tasks.handles import TrackingContext
-            from tracking_tasks.ops.search import find_mlflow_runs
+            from tracking_tasks.ops._finders import find_mlflow_runs
             ctx = TrackingContext.model_validate_json(sys.argv[1])
             print(*[run.run_id for run in find_mlflow_runs(ctx)])
         """), ctx.model_dump_json()],

@@ -76,7 +76,7 @@ def test_block_registers_through_the_cli_and_round_trips() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PREFECT_API_URL"] = str(settings.api.url)
     result = subprocess.run(
-        [sys.executable, "-m", "prefect", "block", "register", "-m", "tracking_tasks.tasks.blocks"],
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "tracking_tasks.auth._block"],
         env=env,
         capture_output=True,
         text=True,

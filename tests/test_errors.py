@@ -27,11 +27,13 @@ from tracking_tasks import (
 )
 from tracking_tasks import errors as e
 from tracking_tasks.azure_ml import get_azure_tracking_uri
-from tracking_tasks.ops import lifecycle, runs, search
-from tracking_tasks.ops.artifacts import download, upload
-from tracking_tasks.ops.batching import log_metrics, log_params
-from tracking_tasks.ops.setup import setup_mlflow
-from tracking_tasks.trackers.benchmark import latency_summary
+from tracking_tasks.ops import _finders as search
+from tracking_tasks.ops import _lifecycle as lifecycle
+from tracking_tasks.ops import _runs as runs
+from tracking_tasks.ops._artifacts import download, upload
+from tracking_tasks.ops._logging import log_metrics, log_params
+from tracking_tasks.ops._setup import setup_mlflow
+from tracking_tasks.trackers._benchmark import latency_summary
 
 MISSING = "0" * 32
 

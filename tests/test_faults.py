@@ -30,8 +30,8 @@ from tracking_tasks import (
     setup_mlflow,
 )
 from tracking_tasks.errors import ArtifactError, TrackingServerError
-from tracking_tasks.ops.artifacts.transport import RETRY_AFTER_MAX_SECONDS
-from tracking_tasks.ops.artifacts.upload import upload_artifacts
+from tracking_tasks.ops._artifacts.transport import RETRY_AFTER_MAX_SECONDS
+from tracking_tasks.ops._artifacts.upload import upload_artifacts
 
 LOG_BATCH = r"^POST /api/2\.0/mlflow/runs/log-batch"
 ARTIFACT_PUTS = r"^PUT /api/2\.0/mlflow-artifacts/artifacts/"
@@ -92,7 +92,7 @@ def _task_states(flow_run_id: str, name: str) -> list[str]:
 
 
 def _plain_run(config: TrackingConfig, name: str) -> RunRef:
-    from tracking_tasks.ops.runs import create_mlflow_run as plain_create
+    from tracking_tasks.ops._runs import create_mlflow_run as plain_create
 
     return plain_create(setup_mlflow.fn(config), run_name=name)
 

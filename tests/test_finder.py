@@ -31,8 +31,8 @@ from tracking_tasks import (
     setup_mlflow,
 )
 from tracking_tasks.errors import ExperimentNotFoundError, InvalidSearchError, RunNotFoundError
-from tracking_tasks.tasks.cache import LookupCachePolicy
-from tracking_tasks.tasks.finders import DEFAULT_CACHE_EXPIRATION
+from tracking_tasks.tasks._cache import LookupCachePolicy
+from tracking_tasks.tasks._finders import DEFAULT_CACHE_EXPIRATION
 
 # every test here that uses the server runs on SQLite and on PostgreSQL (conftest.py)
 pytestmark = pytest.mark.backends

@@ -17,7 +17,7 @@ from tracking_tasks import (
     mlflow_state_hooks,
     setup_mlflow,
 )
-from tracking_tasks.tasks.registry import LOCATION_LABEL_PREFIX, RUN_REGISTRY, RunRegistry
+from tracking_tasks.tasks._run_memory import LOCATION_LABEL_PREFIX, RUN_MEMORY, RunMemory
 
 # every test here that uses the server runs on SQLite and on PostgreSQL (conftest.py)
 pytestmark = pytest.mark.backends
@@ -80,13 +80,13 @@ def test_cancellation_hook_kills_runs_from_another_process(
     state = pipeline(return_state=True)
     ref = state.result()
     flow_run_id = state.state_details.flow_run_id
-    assert RUN_REGISTRY.writer.flush(30)  # the label goes out in the background
+    assert RUN_MEMORY.writer.flush(30)  # the label goes out in the background
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
     assert any(k.startswith(LOCATION_LABEL_PREFIX) for k in flow_run.labels)
     MlflowClient(tracking_config.tracking_uri).update_run(ref.run_id, status="RUNNING")
     # a fresh process: nothing remembered, and another name in the labels
-    hooks = mlflow_state_hooks(registry=RunRegistry())["on_cancellation"]
+    hooks = mlflow_state_hooks(memory=RunMemory())["on_cancellation"]
     for hook in hooks:
         hook(pipeline, flow_run, Cancelling())
     assert _statuses(tracking_config)["a"][0] == "KILLED"

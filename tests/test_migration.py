@@ -22,7 +22,7 @@ from tracking_tasks import (
     setup_mlflow,
 )
 from tracking_tasks.errors import TrackingConfigError
-from tracking_tasks.ops.fluent import RunHandle
+from tracking_tasks.ops._fluent import RunHandle
 
 
 def test_the_seed_readme_as_written_gets_the_file_store_error(fluent_reset: None) -> None:
@@ -136,22 +136,22 @@ def test_an_omitted_context_falls_back_to_the_environment(
     mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch, fluent_reset: None
 ) -> None:
     from tracking_tasks.handles import TrackingContext
-    from tracking_tasks.tasks.registry import RunRegistry
-    from tracking_tasks.tasks.runs import resolve_context
+    from tracking_tasks.tasks._run_memory import RunMemory
+    from tracking_tasks.tasks._runs import resolve_context
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "omitted-context")
-    fresh = RunRegistry()  # a process where setup_mlflow never ran
-    ctx = resolve_context(None, None, registry=fresh)
+    fresh = RunMemory()  # a process where setup_mlflow never ran
+    ctx = resolve_context(None, None, memory=fresh)
     assert (ctx.tracking_uri, ctx.experiment_name) == (mlflow_server.url, "omitted-context")
     last = TrackingContext(
         tracking_uri="sqlite:///elsewhere.db", experiment_id="9", experiment_name="x",
         config_hash="0" * 64,
     )  # fmt: skip
     fresh.remember_context(None, last)
-    assert resolve_context(None, "some-flow-run", registry=fresh) is last
+    assert resolve_context(None, "some-flow-run", memory=fresh) is last
     mine = last.model_copy(update={"experiment_id": "10"})
     fresh.remember_context("some-flow-run", mine)
-    assert resolve_context(None, "some-flow-run", registry=fresh) is mine
-    assert resolve_context(None, "another-flow-run", registry=fresh) is mine  # the process's
-    assert resolve_context(last, "some-flow-run", registry=fresh) is last
+    assert resolve_context(None, "some-flow-run", memory=fresh) is mine
+    assert resolve_context(None, "another-flow-run", memory=fresh) is mine  # the process's
+    assert resolve_context(last, "some-flow-run", memory=fresh) is last

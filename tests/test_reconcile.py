@@ -31,9 +31,9 @@ from tests.servers import (
 from tracking_tasks import TrackingConfig
 from tracking_tasks.cli import main
 from tracking_tasks.errors import InvalidArgumentError, TrackingConfigError
-from tracking_tasks.ops.reconcile import ReconcileReport, reconcile_runs
+from tracking_tasks.ops._reconcile import ReconcileReport, reconcile_runs
 from tracking_tasks.tags import FINAL_STATE_TAG, FLOW_RUN_TAG, RECONCILED_TAG
-from tracking_tasks.tasks.reconcile import read_flow_run_states
+from tracking_tasks.tasks._reconcile import read_flow_run_states
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

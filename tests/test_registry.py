@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from tracking_tasks import RunRef
-from tracking_tasks.tasks.registry import RunRegistry, parse_location_labels
+from tracking_tasks.tasks._run_memory import RunMemory, parse_location_labels
 
 
 def _ref(run_id: str, experiment_id: str = "1") -> RunRef:
@@ -17,7 +17,7 @@ def _ref(run_id: str, experiment_id: str = "1") -> RunRef:
 
 
 def test_an_identity_lock_is_one_lock_while_held_and_gone_after() -> None:
-    registry = RunRegistry()
+    registry = RunMemory()
     inside = threading.Event()
     release = threading.Event()
     order: list[str] = []
@@ -50,7 +50,7 @@ def test_an_identity_lock_is_one_lock_while_held_and_gone_after() -> None:
 
 
 def test_many_identities_do_not_grow_the_registry() -> None:
-    registry = RunRegistry(max_flow_runs=3)
+    registry = RunMemory(max_flow_runs=3)
     for i in range(1000):
         with registry.identity_lock(f"id-{i}"):
             pass
@@ -61,7 +61,7 @@ def test_many_identities_do_not_grow_the_registry() -> None:
 
 
 def test_forget_hands_back_what_a_flow_run_opened() -> None:
-    registry = RunRegistry()
+    registry = RunMemory()
     registry.remember_run("flow", _ref("r1"), identity="i1")
     registry.remember_run("flow", _ref("r2", "2"), identity=None)
     locations, runs = registry.forget("flow")
@@ -81,7 +81,7 @@ def test_labels_are_written_once_per_location_in_the_background() -> None:
         gate.wait(5)  # a slow API: the caller must not wait for it
         written.append((flow_run_id, key, value))
 
-    registry = RunRegistry(label_writer=slow_writer)
+    registry = RunMemory(label_writer=slow_writer)
     began = time.monotonic()
     for run_id in ("r1", "r2", "r3"):
         registry.remember_run("flow", _ref(run_id), identity=None)

@@ -126,7 +126,7 @@ def test_flow_retry_gets_the_same_run_and_reopens_it(
     from prefect.runtime import flow_run
 
     from tracking_tasks import end_mlflow_run
-    from tracking_tasks.tasks.registry import RUN_REGISTRY
+    from tracking_tasks.tasks._run_memory import RUN_MEMORY
 
     seen: list[str] = []
 
@@ -139,7 +139,7 @@ def test_flow_retry_gets_the_same_run_and_reopens_it(
         if len(seen) == 1:
             end_mlflow_run(ref, "FAILED")  # the first attempt even ended it
             if new_process:
-                RUN_REGISTRY.forget(str(flow_run.id))  # as a fresh process knows nothing
+                RUN_MEMORY.forget(str(flow_run.id))  # as a fresh process knows nothing
             raise RuntimeError("first attempt fails")
         return ref
 

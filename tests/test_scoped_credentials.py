@@ -39,11 +39,11 @@ from tracking_tasks import (
     setup_mlflow,
     upload_artifacts,
 )
+from tracking_tasks.auth import ServerCredentials, clear_scoped_credentials
+from tracking_tasks.auth._tokens import TokenProvider
 from tracking_tasks.errors import TrackingConfigError
-from tracking_tasks.ops.credentials import ServerCredentials, clear_scoped_credentials
-from tracking_tasks.ops.lifecycle import end_mlflow_run
-from tracking_tasks.ops.search import find_mlflow_runs, get_run_summary
-from tracking_tasks.ops.tokens import TokenProvider
+from tracking_tasks.ops._finders import find_mlflow_runs, get_run_summary
+from tracking_tasks.ops._lifecycle import end_mlflow_run
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,9 +25,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tests.helpers import experiment_runs
 from tests.servers import MlflowServer, start_mlflow_server
 from tracking_tasks import RunLogger, TrackingConfig, TrackingContext, mlflow_state_hooks
-from tracking_tasks.ops.setup import setup_mlflow
+from tracking_tasks.ops._setup import setup_mlflow
 from tracking_tasks.tags import CONFIG_HASH_TAG, FLOW_RUN_TAG, IDENTITY_TAG
-from tracking_tasks.tasks.runs import open_mlflow_run
+from tracking_tasks.tasks._runs import open_mlflow_run
 
 FLOW_RUNS = 16
 THREADS = 8

@@ -14,14 +14,14 @@ from prefect import flow
 
 from tests.helpers import experiment_runs
 from tracking_tasks import TrackingConfig, create_mlflow_run, find_mlflow_runs, mlflow_state_hooks
-from tracking_tasks.errors import InvalidArgumentError
-from tracking_tasks.tags import TRIAL_INDEX_TAG
-from tracking_tasks.trackers import (
+from tracking_tasks.compat import (
     MLflowBenchmarkTracker,
     MLflowConversionTracker,
     MLflowSweepTracker,
     MLflowTrainingTracker,
 )
+from tracking_tasks.errors import InvalidArgumentError
+from tracking_tasks.tags import TRIAL_INDEX_TAG
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

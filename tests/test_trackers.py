@@ -25,7 +25,7 @@ from tracking_tasks import (
     track_sweep,
     track_training,
 )
-from tracking_tasks.trackers.benchmark import latency_summary
+from tracking_tasks.trackers._benchmark import latency_summary
 
 # every test here that uses the server runs on SQLite and on PostgreSQL (conftest.py)
 pytestmark = pytest.mark.backends

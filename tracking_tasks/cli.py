@@ -221,7 +221,7 @@ def _json(value: Any) -> str:
 def _use_block(args: argparse.Namespace) -> None:
     """Scope a saved block's credential to its server; default the tracking URI to it."""
     if args.credentials:
-        from tracking_tasks.tasks.blocks import use_block
+        from tracking_tasks.auth._block import use_block
 
         args.tracking_uri = use_block(args.credentials, args.tracking_uri)
 
@@ -248,13 +248,13 @@ def _reconcile_table(report: Any) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tracking_tasks.ops.search import find_best_run, find_mlflow_runs, get_run_summary
+    from tracking_tasks.ops._finders import find_best_run, find_mlflow_runs, get_run_summary
 
     _use_block(args)
 
     if args.command == "reconcile":
-        from tracking_tasks.ops.reconcile import reconcile_runs
-        from tracking_tasks.tasks.reconcile import read_flow_run_states
+        from tracking_tasks.ops._reconcile import reconcile_runs
+        from tracking_tasks.tasks._reconcile import read_flow_run_states
 
         report = reconcile_runs(
             read_flow_run_states,
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tracking server fails or cannot be reached.
 
     Example:
-        >>> main(["runs", "find", "--filter", "metrics.f1 >"])  # doctest: +SKIP
+        >>> main(["runs", "find", "-e", "doctests", "--filter", "metrics.f1 >"])
         2
     """
     args = build_parser().parse_args(argv)

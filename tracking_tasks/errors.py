@@ -40,7 +40,10 @@ is retried by the artifact tasks; every other error fails the task run at once.
 
 Foreign exceptions are translated here and nowhere else: :func:`mlflow_errors` wraps a
 block of MLflow client calls and re-raises ``MlflowException`` and connection errors as
-the tree's classes, ``from`` the original so the cause stays visible.
+the tree's classes, ``from`` the original so the cause stays visible;
+:func:`transfer_error` and :func:`http_status_error` do the same for an artifact
+transfer's urllib3, requests and HTTP failures, and :func:`is_transient` is the one
+verdict on whether a failure may pass (the artifact tasks retry on it).
 """
 
 from __future__ import annotations
@@ -79,8 +82,14 @@ __all__ = [
     "TransientArtifactError",
     "UnsafeArtifactPathError",
     "error_code",
+    "http_status_error",
+    "is_transient",
     "mlflow_errors",
+    "transfer_error",
 ]
+
+#: HTTP statuses of a failure that may pass: retried by the artifact tasks.
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class TrackingTasksError(Exception):
@@ -267,16 +276,27 @@ def _detail(exc: BaseException) -> str:
     return " ".join(str(message if message is not None else exc).split())
 
 
+def _tls_advice(detail: str) -> str:
+    """What a failed TLS connection means and what to set: the one text for every caller."""
+    if "CERTIFICATE_VERIFY_FAILED" in detail or "hostname" in detail.lower():
+        return (
+            f"the server's TLS certificate was refused ({detail}). Trust its CA with "
+            "MLFLOW_TRACKING_SERVER_CERT_PATH (or REQUESTS_CA_BUNDLE)."
+        )
+    return (
+        f"the TLS connection failed ({detail}). Check the URI's scheme (https:// to a "
+        "plain HTTP port fails like this), and trust the server's CA with "
+        "MLFLOW_TRACKING_SERVER_CERT_PATH or REQUESTS_CA_BUNDLE (a client certificate: "
+        "MLFLOW_TRACKING_CLIENT_CERT_PATH)."
+    )
+
+
 def _network_fault(exc: BaseException) -> str:
     """Say what kind of network fault ``exc`` is, and what to check."""
     detail = _detail(exc)
     lowered = detail.lower()
     if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
-        return (
-            f"the TLS connection failed ({detail}). Check the URI's scheme (https:// to a "
-            "plain HTTP port fails like this) and trust the server's CA with "
-            "MLFLOW_TRACKING_SERVER_CERT_PATH or REQUESTS_CA_BUNDLE."
-        )
+        return _tls_advice(detail)
     if any(
         marker in lowered
         for marker in (
@@ -351,3 +371,130 @@ def mlflow_errors(
         elif code == "INVALID_PARAMETER_VALUE" and invalid is not None:
             chosen = invalid
         raise chosen(f"{action}: {_detail(exc)}" + (f". {fix}" if fix else "")) from exc
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Tell whether a failure may pass: a refused or reset connection, a timeout, HTTP
+    408, 429 or 5xx. The causes of ``exc`` are looked at too.
+
+    Args:
+        exc: Any exception.
+
+    Returns:
+        True for a fault worth retrying.
+
+    Example:
+        >>> is_transient(ConnectionResetError()), is_transient(ValueError())
+        (True, False)
+    """
+    import requests
+    import urllib3
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TransientArtifactError):
+            return True
+        if isinstance(current, ArtifactError):
+            return False
+        if isinstance(
+            current,
+            requests.ConnectionError
+            | requests.Timeout
+            | requests.exceptions.ChunkedEncodingError
+            | urllib3.exceptions.ProtocolError
+            | urllib3.exceptions.TimeoutError
+            | urllib3.exceptions.NewConnectionError
+            | ConnectionError
+            | TimeoutError,
+        ):
+            return True
+        response = getattr(current, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int) and status in TRANSIENT_STATUS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+# TLS failures that may pass: the connection dropped during the handshake
+_TRANSIENT_TLS = ("EOF", "reset", "timed out", "Connection aborted")
+
+
+def transfer_error(exc: BaseException, what: str) -> ArtifactError:
+    """Translate a failed artifact transfer (urllib3, requests, MLflow's artifact
+    repository) into ``TransientArtifactError`` or a permanent ``ArtifactError``.
+
+    Permanent, with the setting to fix: a refused certificate or other TLS mismatch, a
+    proxy refusing the tunnel (407/403), a local file that cannot be read; an MLflow
+    ``RESOURCE_DOES_NOT_EXIST`` is ``ArtifactNotFoundError``. Transient: what
+    :func:`is_transient` says, and any other urllib3 failure (connection-level).
+
+    Args:
+        exc: The failure.
+        what: What was being done, e.g. ``"upload of 'a.bin' to http://host/..."``.
+
+    Returns:
+        The error to raise, ``from exc``.
+
+    Example:
+        >>> type(transfer_error(ConnectionRefusedError("refused"), "upload")).__name__
+        'TransientArtifactError'
+    """
+    import urllib3
+
+    text = str(exc)
+    if isinstance(exc, urllib3.exceptions.SSLError) and not any(
+        marker in text for marker in _TRANSIENT_TLS
+    ):
+        return ArtifactError(f"{what}: {_tls_advice(text)}")
+    if isinstance(exc, urllib3.exceptions.ProxySchemeUnknown):
+        return ArtifactError(
+            f"{what} (from HTTP_PROXY / HTTPS_PROXY) is not an http:// or https:// proxy, the "
+            "only kinds the artifact tasks can use; set NO_PROXY for this host or use an "
+            "HTTP proxy"
+        )
+    if isinstance(exc, urllib3.exceptions.ProxyError) and "Tunnel connection failed: 4" in text:
+        return ArtifactError(
+            f"{what}: the proxy refused the connection ({exc}); check the credentials in "
+            "HTTPS_PROXY, or set NO_PROXY for this host"
+        )
+    cause = exc.args[1] if len(exc.args) > 1 else exc.__context__
+    if isinstance(cause, FileNotFoundError | PermissionError | IsADirectoryError):
+        return ArtifactError(f"{what}: cannot read a local file ({cause})")
+    if error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+        return ArtifactNotFoundError(f"{what}: {_detail(exc)}")
+    if is_transient(exc) or isinstance(exc, urllib3.exceptions.HTTPError):
+        return TransientArtifactError(f"{what}: {type(exc).__name__}: {exc}")
+    return ArtifactError(f"{what}: {_detail(exc)}")
+
+
+def http_status_error(
+    status: int, reason: str, detail: str, what: str, *, location: str | None = None
+) -> ArtifactError:
+    """Translate an artifact server's non-2xx answer into the tree.
+
+    Args:
+        status: The HTTP status.
+        reason: Its reason phrase.
+        detail: The start of the answer's body.
+        what: What was being done.
+        location: The ``Location`` header of a redirect, if any.
+
+    Returns:
+        ``TransientArtifactError`` for 408/429/5xx, ``ArtifactNotFoundError`` for 404,
+        else ``ArtifactError`` (a redirect says where to point the tracking URI).
+
+    Example:
+        >>> type(http_status_error(503, "Service Unavailable", "", "upload")).__name__
+        'TransientArtifactError'
+    """
+    message = f"{what}: HTTP {status} {reason}: {detail}"
+    if 300 <= status < 400:
+        message += f" (the server redirects to {location!r}: use that address in the tracking URI)"
+    if status in TRANSIENT_STATUS:
+        return TransientArtifactError(message)
+    if status == 404:
+        return ArtifactNotFoundError(message)
+    return ArtifactError(message)

@@ -19,6 +19,7 @@ __all__ = [
     "is_http_uri",
     "redact_uri",
     "run_url",
+    "same_server",
 ]
 
 #: Schemes MLflow's tracking client understands (the ``+driver`` suffix is stripped first).
@@ -144,6 +145,29 @@ def absolute_local_uri(uri: str) -> str:
         path = uri[len(prefix) :]
         return prefix + str(Path(path).expanduser().resolve())
     return uri
+
+
+def same_server(first: str, second: str) -> bool:
+    """Tell whether two tracking URIs name the same server (the one comparison of servers).
+
+    A relative SQLite path is made absolute and a trailing ``/`` ignored; nothing else is
+    normalised, so ``localhost`` and ``127.0.0.1`` are two servers (credentials, parents
+    and contexts never cross between two spellings either).
+
+    Args:
+        first: A tracking URI.
+        second: Another tracking URI.
+
+    Returns:
+        True when they name the same server.
+
+    Example:
+        >>> same_server("http://127.0.0.1:5000/", "http://127.0.0.1:5000")
+        True
+        >>> same_server("http://127.0.0.1:5000", "http://localhost:5000")
+        False
+    """
+    return absolute_local_uri(first).rstrip("/") == absolute_local_uri(second).rstrip("/")
 
 
 #: Environment variable naming the MLflow UI's address when it differs from the tracking URI.

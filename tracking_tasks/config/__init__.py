@@ -1,7 +1,7 @@
 """Configuration: the models (where to track, which experiment) and the resolution order."""
 
-from tracking_tasks.config.models import ENV_VARS, AzureMLWorkspace, TrackingConfig
-from tracking_tasks.config.resolve import (
+from tracking_tasks.config._models import ENV_VARS, AzureMLWorkspace, TrackingConfig
+from tracking_tasks.config._resolve import (
     DEFAULT_EXPERIMENT_NAME,
     resolve_tracking_config,
     resolve_tracking_uri,

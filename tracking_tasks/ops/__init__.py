@@ -1,6 +1,68 @@
-"""The plain layer: functions over MlflowClient, one capability a module, no Prefect.
+"""The plain layer: the library's work as ordinary functions over ``MlflowClient``, no Prefect.
 
-Import the functions from their modules (``tracking_tasks.ops.runs``,
-``tracking_tasks.ops.search``...): this package imports nothing, so using one
-capability loads only what it needs.
+Every Prefect task of ``tracking_tasks`` wraps one of these; call them directly from a
+script, a notebook or a test, where no flow runs. Same arguments, same errors, same
+guarantees, minus what Prefect adds (retries, caching, the state hooks). MLflow is
+imported when a function first needs it.
 """
+
+from tracking_tasks._status import RunStatus
+from tracking_tasks.ops._artifacts.download import download_artifacts
+from tracking_tasks.ops._artifacts.manifest import (
+    MANIFEST_NAME,
+    ArtifactManifest,
+    CheckpointArtifacts,
+    ManifestEntry,
+)
+from tracking_tasks.ops._artifacts.transport import RETRY_AFTER_ATTEMPTS, RETRY_AFTER_MAX_SECONDS
+from tracking_tasks.ops._artifacts.upload import log_best_checkpoint, upload_artifacts
+from tracking_tasks.ops._finders import (
+    find_best_run,
+    find_mlflow_runs,
+    find_run_by_config_hash,
+    find_runs_for_flow_run,
+    get_run_summary,
+)
+from tracking_tasks.ops._fluent import RunHandle
+from tracking_tasks.ops._lifecycle import end_mlflow_run
+from tracking_tasks.ops._logging import RunLogger, log_metrics, log_params, set_tags
+from tracking_tasks.ops._model_registry import (
+    ModelVersion,
+    latest_model_version,
+    register_model_version,
+)
+from tracking_tasks.ops._reconcile import FlowRunStates, ReconcileReport, reconcile_runs
+from tracking_tasks.ops._runs import create_mlflow_run
+from tracking_tasks.ops._setup import setup_mlflow
+
+__all__ = [
+    "MANIFEST_NAME",
+    "RETRY_AFTER_ATTEMPTS",
+    "RETRY_AFTER_MAX_SECONDS",
+    "ArtifactManifest",
+    "CheckpointArtifacts",
+    "FlowRunStates",
+    "ManifestEntry",
+    "ModelVersion",
+    "ReconcileReport",
+    "RunHandle",
+    "RunLogger",
+    "RunStatus",
+    "create_mlflow_run",
+    "download_artifacts",
+    "end_mlflow_run",
+    "find_best_run",
+    "find_mlflow_runs",
+    "find_run_by_config_hash",
+    "find_runs_for_flow_run",
+    "get_run_summary",
+    "latest_model_version",
+    "log_best_checkpoint",
+    "log_metrics",
+    "log_params",
+    "reconcile_runs",
+    "register_model_version",
+    "set_tags",
+    "setup_mlflow",
+    "upload_artifacts",
+]

@@ -1,5 +1,60 @@
-"""The Prefect layer: tasks, state hooks, cache policies and the credentials Block.
+"""The Prefect layer: each task wraps one plain function of ``tracking_tasks.ops``.
 
-Each task wraps one plain function of ``tracking_tasks.ops`` and declares the Prefect
-behaviour (caching, retries, hooks) on its decorator. Import from the modules.
+The decorator carries the Prefect behaviour (caching, retries, hooks); the work is the
+plain function's. Also here: the flow state hooks that end a flow run's MLflow runs,
+the cache policies, and the reconcile task.
 """
+
+from tracking_tasks._status import state_to_run_status
+from tracking_tasks.tasks._artifacts import (
+    download_artifacts,
+    log_best_checkpoint,
+    retry_on_transient_fault,
+    upload_artifacts,
+)
+from tracking_tasks.tasks._cache import LookupCachePolicy, SetupCachePolicy
+from tracking_tasks.tasks._finders import (
+    DEFAULT_CACHE_EXPIRATION,
+    find_best_run,
+    find_mlflow_runs,
+    find_run_by_config_hash,
+    find_runs_for_flow_run,
+)
+from tracking_tasks.tasks._hooks import FlowStateHooks, mlflow_state_hooks
+from tracking_tasks.tasks._model_registry import latest_model_version, register_model_version
+from tracking_tasks.tasks._reconcile import read_flow_run_states, reconcile_mlflow_runs
+from tracking_tasks.tasks._runs import (
+    create_mlflow_run,
+    end_mlflow_run,
+    log_metrics,
+    log_params,
+    set_tags,
+)
+from tracking_tasks.tasks._setup import setup_mlflow
+
+__all__ = [
+    "DEFAULT_CACHE_EXPIRATION",
+    "FlowStateHooks",
+    "LookupCachePolicy",
+    "SetupCachePolicy",
+    "create_mlflow_run",
+    "download_artifacts",
+    "end_mlflow_run",
+    "find_best_run",
+    "find_mlflow_runs",
+    "find_run_by_config_hash",
+    "find_runs_for_flow_run",
+    "latest_model_version",
+    "log_best_checkpoint",
+    "log_metrics",
+    "log_params",
+    "mlflow_state_hooks",
+    "read_flow_run_states",
+    "reconcile_mlflow_runs",
+    "register_model_version",
+    "retry_on_transient_fault",
+    "set_tags",
+    "setup_mlflow",
+    "state_to_run_status",
+    "upload_artifacts",
+]

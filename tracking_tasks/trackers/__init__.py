@@ -1,48 +1,38 @@
 """Stage trackers: sweep, training, benchmark and conversion as Prefect subflows.
 
-Also the seed's tracker classes (``MLflowSweepTracker``, ``MLflowTrainingTracker``,
-``MLflowBenchmarkTracker``, ``MLflowConversionTracker``), built on the same tasks.
+Each runs a stage function of yours in its own MLflow run (found again on a retry),
+logs what it returns, and is ended by the subflow's state hooks. The seed's tracker
+classes live in ``tracking_tasks.compat``.
 """
 
-from tracking_tasks.trackers.benchmark import (
+from tracking_tasks.trackers._benchmark import (
     BenchmarkOutput,
     BenchmarkResult,
     latency_summary,
     track_benchmark,
 )
-from tracking_tasks.trackers.benchmark_tracker import MLflowBenchmarkTracker
-from tracking_tasks.trackers.conversion import (
+from tracking_tasks.trackers._conversion import (
     ConversionOutput,
     ConversionResult,
-    register_model_version,
     track_conversion,
 )
-from tracking_tasks.trackers.conversion_tracker import MLflowConversionTracker
-from tracking_tasks.trackers.core import StageContext, StageOutput, StageResult
-from tracking_tasks.trackers.stage_tracker import StageTracker
-from tracking_tasks.trackers.sweep import SweepResult, TrialSummary, run_trial, track_sweep
-from tracking_tasks.trackers.sweep_tracker import MLflowSweepTracker
-from tracking_tasks.trackers.training import track_training
-from tracking_tasks.trackers.training_tracker import MLflowTrainingTracker
+from tracking_tasks.trackers._core import StageContext, StageOutput, StageResult
+from tracking_tasks.trackers._sweep import track_sweep
+from tracking_tasks.trackers._sweep_results import SweepResult
+from tracking_tasks.trackers._training import track_training
+from tracking_tasks.trackers._trial import TrialSummary
 
 __all__ = [
     "BenchmarkOutput",
     "BenchmarkResult",
     "ConversionOutput",
     "ConversionResult",
-    "MLflowBenchmarkTracker",
-    "MLflowConversionTracker",
-    "MLflowSweepTracker",
-    "MLflowTrainingTracker",
     "StageContext",
     "StageOutput",
     "StageResult",
-    "StageTracker",
     "SweepResult",
     "TrialSummary",
     "latency_summary",
-    "register_model_version",
-    "run_trial",
     "track_benchmark",
     "track_conversion",
     "track_sweep",

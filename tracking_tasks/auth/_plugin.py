@@ -1,0 +1,99 @@
+"""The ``tracking-tasks`` request-auth plugin of MLflow: scoped credentials on its requests.
+
+MLflow's HTTP client asks the request-auth provider named by ``MLFLOW_TRACKING_AUTH``
+for a ``requests`` auth object on every request (``mlflow.utils.rest_utils.http_request``).
+This package registers :class:`ScopedAuthProvider` under the entry point group
+``mlflow.request_auth_provider``; its auth object adds the ``Authorization`` header of
+the credential scoped to the request's origin (:mod:`tracking_tasks.auth._scope`) and
+leaves any other request as MLflow prepared it (with the credentials of MLflow's own
+environment variables, if the user set them). A refused token is handled by
+:func:`~tracking_tasks.auth._scope.retry_authorization`'s rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
+
+from tracking_tasks._environment import name_auth_plugin
+from tracking_tasks._private_apis import register_request_auth_provider
+from tracking_tasks.auth._scope import authorization_for, retry_authorization
+
+#: The name MLflow finds the request-auth plugin by (``MLFLOW_TRACKING_AUTH``).
+PROVIDER_NAME = "tracking-tasks"
+
+
+class ScopedAuth(requests.auth.AuthBase):
+    """Adds the scoped credential of the request's origin, and nothing elsewhere."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        value = authorization_for(request.url or "")
+        if value is not None:
+            request.headers["Authorization"] = value
+            request.register_hook("response", self._retry_on_401)
+        return request
+
+    def _retry_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        request = response.request
+        if (
+            response.status_code != 401
+            or getattr(request, "_tt_retried", False)
+            or not isinstance(request.body, bytes | str | type(None))  # a stream: not again
+        ):
+            return response
+        value = retry_authorization(request.url or "")
+        if value is None:
+            return response
+        response.content  # noqa: B018  (read it so the connection can be reused)
+        response.close()
+        retry = request.copy()
+        retry.headers["Authorization"] = value
+        retry._tt_retried = True  # type: ignore[attr-defined]
+        connection = response.connection  # type: ignore[attr-defined]
+        again: requests.Response = connection.send(retry, **kwargs)
+        again.history.append(response)
+        again.request = retry
+        return again
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ScopedAuth)
+
+    def __hash__(self) -> int:
+        return hash(ScopedAuth)
+
+
+_AUTH = ScopedAuth()
+
+
+class ScopedAuthProvider(RequestAuthProvider):
+    """MLflow request-auth provider ``tracking-tasks``: credentials scoped per origin."""
+
+    def get_name(self) -> str:
+        return PROVIDER_NAME
+
+    def get_auth(self) -> ScopedAuth:
+        return _AUTH
+
+
+def activate_scoped_auth() -> bool:
+    """Route MLflow's requests through the ``tracking-tasks`` request-auth plugin.
+
+    The plugin is registered with MLflow (its entry point does that for an installed
+    package) and named in ``MLFLOW_TRACKING_AUTH``; it adds a scoped credential to
+    requests for its own server only.
+
+    Returns:
+        True when the variable was set now, False when it already was.
+
+    Raises:
+        TrackingConfigError: ``MLFLOW_TRACKING_AUTH`` names another plugin.
+
+    Example:
+        >>> getfixture("monkeypatch").delenv("MLFLOW_TRACKING_AUTH", raising=False)
+        >>> activate_scoped_auth()
+        True
+    """
+    register_request_auth_provider(ScopedAuthProvider)
+    return name_auth_plugin(PROVIDER_NAME)

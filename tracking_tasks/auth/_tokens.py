@@ -1,0 +1,217 @@
+"""Tokens that expire: a bearer token asked from a provider again before it runs out."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tracking_tasks.errors import TrackingConfigError
+
+#: A token provider: an azure-identity ``TokenCredential`` (``get_token(scope)``), or a
+#: callable returning a token string, a ``(token, expires_at)`` pair (epoch seconds), or
+#: an object with ``token`` and ``expires_on`` (azure's ``AccessToken``); or the import
+#: path ``"package.module:name"`` of one of those (a class is instantiated).
+TokenSource = Callable[[], Any] | Any | str
+
+
+class TokenProvider:
+    """A bearer token asked from a provider, asked again before it expires.
+
+    A token whose expiry is known is used until ``min(refresh_margin, lifetime / 4)``
+    before it; a bare string is asked again after ``max_age`` seconds. When the server
+    refuses a token (HTTP 401), a fresh one is asked at once. Thread safe: one request
+    at a time asks the provider.
+
+    Args:
+        provider: See ``TokenSource``.
+        scope: The scope asked of a ``TokenCredential`` (Azure ML:
+            ``https://ml.azure.com/.default``).
+        refresh_margin: Seconds before expiry to ask again (at most).
+        max_age: Seconds a token without a known expiry is reused.
+
+    Example:
+        >>> p = TokenProvider(lambda: ("t0k", time.time() + 3600))
+        >>> p.authorization()
+        'Bearer t0k'
+    """
+
+    def __init__(
+        self,
+        provider: TokenSource,
+        *,
+        scope: str | None = None,
+        refresh_margin: float = 120.0,
+        max_age: float = 300.0,
+    ) -> None:
+        self._source = provider
+        self._provider: Any = None
+        self.scope = scope
+        self.refresh_margin = refresh_margin
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._refresh_at = 0.0
+        self._expires_at = 0.0
+        self.fetches = 0
+        name = (
+            provider
+            if isinstance(provider, str)
+            else getattr(provider, "__qualname__", type(provider).__name__)
+        )
+        self.description = f"a token from {name}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its lock, live provider object and token (never a secret)."""
+        state = dict(self.__dict__)
+        state.update(_lock=None, _token=None, _refresh_at=0.0, _expires_at=0.0)
+        if isinstance(self._source, str):
+            state["_provider"] = None  # imported again where it is used
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _resolve(self) -> Any:
+        if self._provider is None:
+            source = self._source
+            if isinstance(source, str):
+                module, _, attr = source.partition(":")
+                try:
+                    source = getattr(importlib.import_module(module), attr)
+                except (ImportError, AttributeError) as exc:
+                    raise TrackingConfigError(
+                        f"token_provider {self._source!r} cannot be imported ({exc}); write "
+                        "'package.module:name'"
+                    ) from exc
+                if isinstance(source, type):
+                    source = source()
+            self._provider = source
+        return self._provider
+
+    def _fetch(self) -> tuple[str, float, float]:
+        provider = self._resolve()
+        now = time.time()
+        if not (hasattr(provider, "get_token") or callable(provider)):
+            raise TrackingConfigError(
+                f"token_provider is a {type(provider).__name__}: give a callable or a "
+                "TokenCredential"
+            )
+        try:
+            if hasattr(provider, "get_token"):
+                answer = provider.get_token(self.scope or "https://ml.azure.com/.default")
+            else:
+                answer = provider()
+        except Exception as exc:  # an Azure login that expired, a token service down...
+            raise TrackingConfigError(
+                f"{self.description} could not give a token ({type(exc).__name__}): check "
+                "the provider's own login or configuration"
+            ) from exc
+        expires: float | None = None
+        if isinstance(answer, tuple):
+            token, expires = answer[0], float(answer[1])
+        elif hasattr(answer, "token"):
+            token, expires = answer.token, getattr(answer, "expires_on", None)
+        else:
+            token = answer
+        if not isinstance(token, str) or not token:
+            raise TrackingConfigError(f"{self.description} returned no token")
+        if expires is None:
+            return token, now + self.max_age, now + self.max_age
+        lifetime = max(float(expires) - now, 0.0)
+        return token, float(expires) - min(self.refresh_margin, lifetime / 4), float(expires)
+
+    def current(self, *, refresh: bool = False) -> tuple[str, float]:
+        """The token to send now and when it expires (epoch seconds), asked again if due.
+
+        Args:
+            refresh: Ask the provider now (the server refused the last token).
+
+        Returns:
+            ``(token, expires_at)``; a token without a known expiry counts as expiring
+            ``max_age`` seconds after it was asked.
+
+        Raises:
+            TrackingConfigError: the provider failed or gave no token.
+
+        Example:
+            >>> TokenProvider(lambda: ("t0k", 2e9)).current()
+            ('t0k', 2000000000.0)
+        """
+        with self._lock:
+            if refresh or self._token is None or time.time() >= self._refresh_at:
+                self._token, self._refresh_at, self._expires_at = self._fetch()
+                self.fetches += 1
+            return self._token, self._expires_at
+
+    def authorization(self, *, refresh: bool = False) -> str:
+        """The ``Authorization`` header value: ``Bearer <token>``."""
+        return f"Bearer {self.current(refresh=refresh)[0]}"
+
+    def token_credential(self) -> Any:
+        """The provider itself when it is an azure-identity credential, else this object.
+
+        An azure-identity credential caches and renews tokens per scope, so it is handed
+        scopes directly (Azure ML tracking asks the Resource Manager scope).
+
+        Raises:
+            TrackingConfigError: an import path that cannot be imported.
+        """
+        provider = self._resolve()
+        return provider if hasattr(provider, "get_token") else self
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        """The token as an azure-core ``AccessToken``: a provider is a ``TokenCredential``.
+
+        So the same provider can be given to ``MLClient`` and to an Azure ML workspace's
+        MLflow tracking (``setup_mlflow(azure_credential=...)``). The scopes are those of
+        the provider's own configuration (``scope=``); a callable gives one token for all.
+
+        Returns:
+            ``azure.core.credentials.AccessToken(token, expires_on)``.
+
+        Raises:
+            TrackingConfigError: the provider failed or gave no token.
+        """
+        from azure.core.credentials import AccessToken
+
+        token, expires_at = self.current()
+        return AccessToken(token, int(expires_at))
+
+
+def as_token_credential(source: TokenSource | TokenProvider) -> Any:
+    """Return an azure-core ``TokenCredential`` for a credential or a token provider.
+
+    An object with ``get_token`` (an azure-identity credential, a ``TokenProvider``) is
+    returned as it is: azure-identity credentials cache and renew their tokens per scope.
+    A callable or an import path ``"package.module:name"`` is wrapped in a
+    ``TokenProvider``, which asks it again before the token expires.
+
+    Args:
+        source: An azure-identity credential, a ``TokenProvider``, a callable returning
+            a token (or ``(token, expires_at)``), or an import path of one.
+
+    Returns:
+        An object ``MLClient`` and the workspace's MLflow tracking accept as a credential.
+
+    Raises:
+        TrackingConfigError: ``source`` is none of those.
+
+    Example:
+        >>> cred = as_token_credential(lambda: ("t0k", 2e9))
+        >>> cred.get_token("https://management.azure.com/.default").token
+        't0k'
+    """
+    if hasattr(source, "get_token"):
+        if isinstance(source, TokenProvider):
+            return source.token_credential()
+        return source
+    if callable(source) or isinstance(source, str):
+        return TokenProvider(source)
+    raise TrackingConfigError(
+        f"azure_credential is a {type(source).__name__}: give an azure-identity credential, "
+        "a callable returning a token, or a TokenProvider"
+    )

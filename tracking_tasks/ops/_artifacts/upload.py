@@ -1,0 +1,379 @@
+"""Uploads: resumable, verified, streamed; a checkpoint and its config side by side."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tracking_tasks.errors import (
+    ArtifactError,
+    ArtifactVerificationError,
+    LocalArtifactPathError,
+    TrackingConfigError,
+)
+from tracking_tasks.handles import RunRef
+from tracking_tasks.ops._artifacts.archive import make_archive
+from tracking_tasks.ops._artifacts.fanout import (
+    Progress,
+    ProgressCallback,
+    raise_failures,
+    run_all,
+)
+from tracking_tasks.ops._artifacts.http_transport import open_transport
+from tracking_tasks.ops._artifacts.manifest import (
+    MANIFEST_NAME,
+    ArtifactManifest,
+    CheckpointArtifacts,
+    ManifestEntry,
+    put_manifest,
+    read_manifest,
+    same_intent,
+    verify_listing,
+)
+from tracking_tasks.ops._artifacts.transport import (
+    join,
+    safe_relpath,
+    sha256_file,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_SECONDS = 120.0
+"""Per-request connect and read timeout unless ``MLFLOW_HTTP_REQUEST_TIMEOUT`` is set."""
+PROGRESS_MIN_BYTES = 64 * 1024 * 1024
+"""Uploads sending at least this many bytes report their progress."""
+ARCHIVE_COMPRESSLEVEL = 1
+"""gzip level of archive mode: checkpoints hardly compress, and level 1 is the fastest."""
+
+
+def request_timeout(timeout_seconds: float | None) -> float:
+    """The per-request timeout: the argument, else ``MLFLOW_HTTP_REQUEST_TIMEOUT``, else 120 s."""
+    if timeout_seconds is not None:
+        return float(timeout_seconds)
+    return float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or DEFAULT_TIMEOUT_SECONDS)
+
+
+def artifact_root(artifact_path: str | None) -> str:
+    """An artifact folder as a clean relative path ("" for the root), or refused."""
+    if artifact_path is None or artifact_path.strip("/.") == "":
+        return ""
+    return safe_relpath(artifact_path, "artifact_path")
+
+
+def _local_files(source: Path) -> list[tuple[str, Path]]:
+    if not source.exists():
+        raise LocalArtifactPathError(f"local path {str(source)!r} does not exist")
+    if source.is_file():
+        return [(source.name, source)]
+    found: list[tuple[str, Path]] = []
+    for folder, _dirs, names in os.walk(source, followlinks=False):
+        for name in names:
+            path = Path(folder) / name
+            if not path.is_file():
+                continue  # sockets, fifos, dangling links
+            found.append((path.relative_to(source).as_posix(), path))
+    return sorted(found)
+
+
+def _hash_entries(pool: ThreadPoolExecutor, files: list[tuple[str, Path]]) -> list[ManifestEntry]:
+    def one(item: tuple[str, Path]) -> ManifestEntry:
+        rel, path = item
+        try:
+            return ManifestEntry(path=rel, size=path.stat().st_size, sha256=sha256_file(path))
+        except OSError as exc:
+            raise LocalArtifactPathError(f"cannot read local file {str(path)!r}: {exc}") from exc
+
+    return list(pool.map(one, files))
+
+
+def _sizes(files: list[tuple[str, Path]]) -> list[ManifestEntry]:
+    """Entries with sizes only (sha256 "" until the file is hashed or sent)."""
+    try:
+        return [ManifestEntry(path=rel, size=path.stat().st_size, sha256="") for rel, path in files]
+    except OSError as exc:
+        raise LocalArtifactPathError(f"cannot read a local file: {exc}") from exc
+
+
+def upload_artifacts(
+    run: RunRef,
+    local_path: str | os.PathLike[str],
+    artifact_path: str | None = None,
+    *,
+    archive: bool = False,
+    max_workers: int = 8,
+    timeout_seconds: float | None = None,
+    progress_min_bytes: int = PROGRESS_MIN_BYTES,
+    on_progress: ProgressCallback | None = None,
+) -> ArtifactManifest:
+    """Upload a local file or folder to a run's artifacts: resumable, verified, streamed.
+
+    A folder's contents land under ``artifact_path`` with their relative paths (like
+    ``MlflowClient.log_artifacts``); a file lands as ``<artifact_path>/<name>``. With
+    ``archive=True`` the folder goes as one deterministic ``<folder name>.tar.gz``
+    (same files, same bytes) whose manifest entry lists the files inside.
+
+    **Resumable.** Before sending, the folder is listed: a file is skipped when the
+    listing shows it with the same size *and*, if a manifest is stored there (one is
+    stored, marked incomplete, before any file is sent), that manifest records the
+    same sha256 for it. Sizes alone decide where the stored manifest has no sha256:
+    a file an interrupted attempt was still sending (the server stores files
+    atomically), or a folder with no manifest. So a Prefect retry, or a re-run with
+    the same inputs, sends only what is missing or changed.
+
+    **Verified.** After sending, the folder is listed again and every manifest entry
+    must be there with its size, else ``ArtifactVerificationError``; then the manifest
+    is stored with ``complete=True`` as ``.tracking-tasks-manifest.json`` in the folder.
+
+    **Retries.** Each HTTP request is sent once (MLflow's own 7 retries with backoff
+    factor 2, up to ~4 minutes per request, are not used): a transient fault raises
+    ``TransientArtifactError`` at once. The Prefect task ``tracking_tasks.upload_artifacts``
+    retries on it: 4 retries after 2, 4, 8 and 16 s, each up to 1.5x with jitter (45 s
+    of waiting at most); override with ``upload_artifacts.with_options(retries=...)``.
+
+    **Streamed.** Files over 1 MiB are streamed from disk in chunks and sha256 is
+    computed in 1 MiB chunks, so memory does not grow with file size; smaller files are
+    sent concurrently on ``max_workers`` threads. An upload of at least
+    ``progress_min_bytes`` reports its progress to ``on_progress`` (the task makes it a
+    Prefect progress artifact).
+
+    Args:
+        run: The run handle.
+        local_path: A file or a folder.
+        artifact_path: Folder under the run's artifact root (None: the root).
+        archive: Send the folder as one tar.gz (for checkpoint folders).
+        max_workers: Files sent at once.
+        timeout_seconds: Per-request connect/read timeout (default
+            ``MLFLOW_HTTP_REQUEST_TIMEOUT`` or 120).
+        progress_min_bytes: Smallest upload that reports progress.
+        on_progress: Gets the percentage sent, once a second, from this thread.
+
+    Returns:
+        The folder's ``ArtifactManifest`` (complete), also stored next to the files.
+
+    Raises:
+        LocalArtifactPathError: ``local_path`` is missing or unreadable.
+        UnsafeArtifactPathError: ``artifact_path`` is absolute or has ``..``.
+        RunNotFoundError: the run does not exist.
+        TransientArtifactError: a transient fault outlasted the retries.
+        ArtifactVerificationError: what landed differs from the manifest.
+        ArtifactError: any other refusal (an HTTP 4xx, ...).
+        TrackingConfigError: ``run`` is not a ``RunRef``, ``max_workers`` below 1, or
+            ``archive`` for a single file.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow
+        ... def keep(run: RunRef) -> int:
+        ...     manifest = upload_artifacts(run, "outputs/eval", "eval")
+        ...     return len(manifest.files)
+    """
+    if not isinstance(run, RunRef):
+        raise TrackingConfigError(
+            f"run must be the RunRef returned by create_mlflow_run, not {type(run).__name__}"
+        )
+    if max_workers < 1:
+        raise TrackingConfigError(f"max_workers must be at least 1, not {max_workers}")
+    source = Path(local_path).expanduser()
+    root = artifact_root(artifact_path)
+    files = _local_files(source)
+    if not files:
+        raise LocalArtifactPathError(f"local folder {str(source)!r} holds no files to upload")
+    if archive and source.is_file():
+        raise TrackingConfigError(f"archive=True needs a folder, and {str(source)!r} is a file")
+    if any(rel == MANIFEST_NAME for rel, _ in files):
+        raise ArtifactError(
+            f"{str(source)!r} contains a file named {MANIFEST_NAME}, a name reserved for the "
+            "manifest; rename it"
+        )
+    with (
+        contextlib.ExitStack() as cleanup,  # exits last: the transport outlives the pool
+        ThreadPoolExecutor(max_workers, thread_name_prefix="tt-artifacts") as pool,
+        tempfile.TemporaryDirectory(prefix="tt-upload-") as scratch_name,
+    ):
+        scratch = Path(scratch_name)
+        local: dict[str, Path] = dict(files)
+        if archive:
+            archive_file = scratch / f"{source.resolve().name or 'archive'}.tar.gz"
+            entries = [make_archive(files, archive_file, ARCHIVE_COMPRESSLEVEL)]
+            local = {archive_file.name: archive_file}
+        else:
+            entries = _sizes(files)
+
+        transport = open_transport(
+            run.run_id,
+            run.tracking_uri,
+            run.registry_uri,
+            credentials=run.credentials,
+            timeout=request_timeout(timeout_seconds),
+            pool_size=max_workers,
+        )
+        cleanup.callback(transport.close)
+        where = f"run {run.run_id} at {root or '/'!r}"
+        remote = {f.path: f.size for f in transport.list(root)}
+        previous = read_manifest(transport, root, scratch) if MANIFEST_NAME in remote else None
+        known = {e.path: e for e in previous.files} if previous else {}
+        # hash up front only the files a same-size copy may already stand for; the
+        # others are hashed while they are sent (one read of each file)
+        unhashed = [e for e in entries if not e.sha256 and remote.get(e.path) == e.size]
+        hashed = {
+            e.path: e for e in _hash_entries(pool, [(e.path, local[e.path]) for e in unhashed])
+        }
+        entries = [hashed.get(e.path, e) for e in entries]
+        # skip: same size, and the same sha256 where a stored manifest knows it (an
+        # empty sha256 there is a file an interrupted attempt was sending: size only)
+        to_send = [
+            entry
+            for entry in entries
+            if not (
+                remote.get(entry.path) == entry.size
+                and known.get(entry.path, entry).sha256 in ("", entry.sha256)
+            )
+        ]
+        # the folder's manifest keeps earlier uploads' files that are still there intact
+        new_paths = {entry.path for entry in entries}
+        kept = [
+            entry
+            for path, entry in known.items()
+            if path not in new_paths and entry.sha256 and remote.get(path) == entry.size
+        ]
+        all_entries = tuple(sorted([*kept, *entries], key=lambda e: e.path))
+        final = ArtifactManifest(
+            run_id=run.run_id, artifact_path=root, complete=True, files=all_entries
+        )
+        log.info(
+            "Uploading %d of %d files (%d bytes) to %s; %d already there with the same size "
+            "and checksum",
+            len(to_send),
+            len(entries),
+            sum(e.size for e in to_send),
+            where,
+            len(entries) - len(to_send),
+        )
+        if to_send:
+            intent = final.model_copy(update={"complete": False})
+            if not same_intent(previous, intent):  # a retry finds its own intent there
+                put_manifest(transport, root, intent, scratch)
+            total = sum(e.size for e in to_send)
+            progress = Progress(total, on_progress if total >= progress_min_bytes else None)
+
+            sent: dict[str, str] = {}
+
+            def send(entry: ManifestEntry) -> None:
+                digest = transport.put(local[entry.path], join(root, entry.path), progress.add)
+                if entry.sha256 and digest != entry.sha256:
+                    raise ArtifactVerificationError(
+                        f"{str(local[entry.path])!r} changed while it was being uploaded"
+                    )
+                sent[entry.path] = digest
+
+            failures = run_all(pool, send, to_send, progress)
+            raise_failures(failures, len(to_send), "upload")
+            progress.report(final=True)
+            final = final.model_copy(
+                update={
+                    "files": tuple(
+                        e.model_copy(update={"sha256": sent[e.path]}) if e.path in sent else e
+                        for e in final.files
+                    )
+                }
+            )
+        if previous != final:
+            put_manifest(transport, root, final, scratch)
+        listed = {f.path: f.size for f in transport.list(root)}
+        manifest_size = listed.get(MANIFEST_NAME)
+        try:
+            extra = verify_listing(listed, final, where)
+            if manifest_size != len(final.to_json_bytes()):
+                raise ArtifactVerificationError(
+                    f"the manifest in {where} did not land ({manifest_size} bytes listed)"
+                )
+        except ArtifactVerificationError:
+            with contextlib.suppress(ArtifactError):  # the verification error matters more
+                put_manifest(transport, root, final.model_copy(update={"complete": False}), scratch)
+            raise
+        if extra:
+            log.warning(
+                "%s also holds %d files the manifest does not list (e.g. %s)",
+                where,
+                len(extra),
+                extra[:5],
+            )
+    log.info(
+        "Uploaded and verified %d files (%d bytes) in %s", len(entries), final.total_bytes, where
+    )
+    return final
+
+
+def log_best_checkpoint(
+    run: RunRef,
+    checkpoint_path: str | os.PathLike[str],
+    config_dir: str | os.PathLike[str],
+    *,
+    artifact_path: str = "best_checkpoint",
+    archive: bool = True,
+    max_workers: int = 8,
+    timeout_seconds: float | None = None,
+    progress_min_bytes: int = PROGRESS_MIN_BYTES,
+    on_progress: ProgressCallback | None = None,
+) -> CheckpointArtifacts:
+    """Upload a checkpoint and the config that produced it, side by side.
+
+    The checkpoint goes to ``<artifact_path>/checkpoint`` (a folder as one tar.gz when
+    ``archive``, a single file as is) and ``config_dir`` to ``<artifact_path>/config``
+    (file by file). The config folder is explicit: checkpoints often sit on another
+    mount than the code, so nothing is inferred from the checkpoint's path. Same
+    retries, resumption and verification as ``upload_artifacts``.
+
+    Args:
+        run: The run handle.
+        checkpoint_path: The checkpoint folder (or file).
+        config_dir: The folder of configs to keep with it.
+        artifact_path: Folder for both under the run's artifact root.
+        archive: Send a checkpoint folder as one tar.gz.
+        max_workers: Files sent at once.
+        timeout_seconds: Per-request timeout (default ``MLFLOW_HTTP_REQUEST_TIMEOUT`` or 120).
+        progress_min_bytes: Smallest upload that reports progress.
+        on_progress: Gets the percentage sent of each of the two uploads.
+
+    Returns:
+        ``CheckpointArtifacts`` with both manifests.
+
+    Raises:
+        LocalArtifactPathError: the checkpoint or the config folder is missing.
+        RunNotFoundError: the run does not exist.
+        TransientArtifactError: a transient fault outlasted the retries.
+        ArtifactVerificationError: what landed differs from the manifest.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow
+        ... def keep(run: RunRef) -> None:
+        ...     log_best_checkpoint(run, "/mnt/ckpt/step-900", config_dir="configs")
+    """
+    root = artifact_root(artifact_path)
+    config = Path(config_dir).expanduser()
+    if not config.is_dir():
+        raise LocalArtifactPathError(f"config_dir {str(config)!r} is not a folder")
+    checkpoint = Path(checkpoint_path).expanduser()
+    options: dict[str, Any] = {
+        "max_workers": max_workers,
+        "timeout_seconds": timeout_seconds,
+        "progress_min_bytes": progress_min_bytes,
+        "on_progress": on_progress,
+    }
+    config_manifest = upload_artifacts(run, config, join(root, "config"), archive=False, **options)
+    checkpoint_manifest = upload_artifacts(
+        run,
+        checkpoint,
+        join(root, "checkpoint"),
+        archive=archive and checkpoint.is_dir(),
+        **options,
+    )
+    return CheckpointArtifacts(
+        artifact_path=root, checkpoint=checkpoint_manifest, config=config_manifest
+    )

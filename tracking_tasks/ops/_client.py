@@ -1,0 +1,46 @@
+"""One MlflowClient per (tracking URI, registry URI) per process, with its server's credentials."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from tracking_tasks.auth._apply import ensure_credentials
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+def get_client(
+    tracking_uri: str, registry_uri: str | None = None, *, credentials: str | None = None
+) -> MlflowClient:
+    """Return a cached ``MlflowClient`` bound to an explicit tracking URI.
+
+    The client holds no run state, so one per URI is shared by every thread. MLflow is
+    imported on the first call, not when tracking_tasks is imported. ``credentials`` (a
+    handle's secret-free reference) is loaded first if this process has not yet done so.
+
+    Args:
+        tracking_uri: The tracking URI (resolved: see ``resolve_tracking_uri``).
+        registry_uri: The model registry URI, or None for the tracking URI.
+        credentials: A handle's ``credentials`` reference, or None.
+
+    Returns:
+        An ``MlflowClient`` for that URI.
+
+    Raises:
+        TrackingConfigError: the credentials reference cannot be loaded.
+
+    Example:
+        >>> get_client("sqlite:///mlflow.db") is get_client("sqlite:///mlflow.db")
+        True
+    """
+    ensure_credentials(credentials, tracking_uri)
+    return _client(tracking_uri, registry_uri)
+
+
+@functools.lru_cache(maxsize=64)
+def _client(tracking_uri: str, registry_uri: str | None) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)

@@ -1,0 +1,212 @@
+"""MLflow search filters: the one place a filter string is built and quoted, and checked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tracking_tasks._status import RUN_STATUSES
+from tracking_tasks.errors import InvalidSearchError, mlflow_errors
+
+
+def quote_value(value: str) -> str:
+    """Quote a string for an MLflow filter string (single quotes unless it holds one).
+
+    Args:
+        value: The string to compare with.
+
+    Returns:
+        The quoted literal.
+
+    Raises:
+        InvalidSearchError: the value holds both quote characters (MLflow's grammar has
+            no escape for that).
+
+    Example:
+        >>> quote_value("hpo"), quote_value("it's")
+        ("'hpo'", '"it\\'s"')
+    """
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise InvalidSearchError(
+        f"value {value!r} holds both quote characters; MLflow's filter syntax cannot express it"
+    )
+
+
+def tag_equals(key: str, value: str) -> str:
+    """A clause matching runs whose tag ``key`` equals ``value`` (key backquoted).
+
+    Args:
+        key: The tag key (dots and spaces allowed).
+        value: The value.
+
+    Returns:
+        E.g. ``tags.`stage` = 'hpo'``.
+
+    Raises:
+        InvalidSearchError: the key holds a backquote, or the value both quotes.
+
+    Example:
+        >>> tag_equals("tracking_tasks.config_hash", "ab12")
+        "tags.`tracking_tasks.config_hash` = 'ab12'"
+    """
+    if "`" in key:
+        raise InvalidSearchError(f"tag key {key!r} holds a backquote; MLflow cannot filter on it")
+    return f"tags.`{key}` = {quote_value(str(value))}"
+
+
+def tag_exists(key: str) -> str:
+    """A clause matching runs that carry tag ``key``, whatever its value.
+
+    Args:
+        key: The tag key (dots and spaces allowed).
+
+    Returns:
+        E.g. ``tags.`prefect.flow_run_id` IS NOT NULL``.
+
+    Raises:
+        InvalidSearchError: the key holds a backquote.
+
+    Example:
+        >>> tag_exists("prefect.flow_run_id")
+        'tags.`prefect.flow_run_id` IS NOT NULL'
+    """
+    if "`" in key:
+        raise InvalidSearchError(f"tag key {key!r} holds a backquote; MLflow cannot filter on it")
+    return f"tags.`{key}` IS NOT NULL"
+
+
+def status_equals(status: str) -> str:
+    """A clause matching runs in one status (checked: see :func:`check_status`).
+
+    Args:
+        status: An MLflow run status, any case.
+
+    Returns:
+        E.g. ``attributes.status = 'RUNNING'``.
+
+    Raises:
+        InvalidSearchError: not an MLflow run status.
+
+    Example:
+        >>> status_equals("running")
+        "attributes.status = 'RUNNING'"
+    """
+    checked = check_status(status)
+    assert checked is not None
+    return f"attributes.status = {quote_value(checked)}"
+
+
+def and_(*clauses: str) -> str:
+    """Join filter clauses with AND, skipping empty ones.
+
+    Args:
+        *clauses: Filter strings.
+
+    Returns:
+        The conjunction ("" for none).
+
+    Example:
+        >>> and_("metrics.f1 > 0.8", "", tag_equals("stage", "hpo"))
+        "metrics.f1 > 0.8 AND tags.`stage` = 'hpo'"
+    """
+    return " AND ".join(c for c in clauses if c)
+
+
+def check_filter(filter_string: str | None) -> str:
+    """Parse ``filter_string`` with MLflow's own search grammar; return it stripped.
+
+    Args:
+        filter_string: An MLflow filter string, or None.
+
+    Returns:
+        The stripped filter ("" for None).
+
+    Raises:
+        InvalidSearchError: the filter is not a string or MLflow's parser refuses it.
+
+    Example:
+        >>> check_filter("  metrics.f1 > 0.8 ")
+        'metrics.f1 > 0.8'
+    """
+    from mlflow.utils.search_utils import SearchUtils
+
+    if filter_string is None:
+        return ""
+    if not isinstance(filter_string, str):
+        raise InvalidSearchError(
+            f'filter_string must be a string such as "metrics.f1 > 0.8", not '
+            f"{type(filter_string).__name__}"
+        )
+    text = filter_string.strip()
+    with mlflow_errors(
+        f"malformed filter string {text!r}",
+        default=InvalidSearchError,
+        fix="Write clauses such as \"metrics.f1 > 0.8 AND tags.stage = 'hpo'\" (only AND; "
+        "quote string values; backquote keys with dots or spaces: tags.`my.key`)",
+    ):
+        SearchUtils.parse_search_filter(text)  # type: ignore[no-untyped-call]
+    return text
+
+
+def check_order_by(order_by: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Parse each ``order_by`` clause with MLflow's grammar; return them as a tuple.
+
+    Args:
+        order_by: A clause, a list of clauses, or None.
+
+    Returns:
+        The clauses, stripped.
+
+    Raises:
+        InvalidSearchError: a clause is malformed or a field is ordered twice.
+
+    Example:
+        >>> check_order_by("metrics.f1 DESC")
+        ('metrics.f1 DESC',)
+    """
+    from mlflow.utils.search_utils import SearchUtils
+
+    if order_by is None:
+        return ()
+    clauses = [order_by] if isinstance(order_by, str) else list(order_by)
+    seen: set[tuple[str, str]] = set()
+    for clause in clauses:
+        if not isinstance(clause, str):
+            raise InvalidSearchError(f"order_by clause {clause!r} is not a string")
+        with mlflow_errors(
+            f"malformed order_by clause {clause!r}",
+            default=InvalidSearchError,
+            fix='Write e.g. "metrics.f1 DESC" or "attributes.start_time ASC"',
+        ):
+            key_type, key, _ = SearchUtils.parse_order_by_for_search_runs(clause)  # type: ignore[no-untyped-call]
+        if (key_type, key) in seen:
+            raise InvalidSearchError(f"order_by names {key_type} {key!r} twice: {clauses}")
+        seen.add((key_type, key))
+    return tuple(c.strip() for c in clauses)
+
+
+def check_status(status: str | None) -> str | None:
+    """Return ``status`` upper-cased if it is an MLflow run status, else raise.
+
+    Args:
+        status: A status, any case, or None.
+
+    Returns:
+        The upper-cased status, or None.
+
+    Raises:
+        InvalidSearchError: not an MLflow run status.
+
+    Example:
+        >>> check_status("finished")
+        'FINISHED'
+    """
+    if status is None:
+        return None
+    if not isinstance(status, str) or status.strip().upper() not in RUN_STATUSES:
+        raise InvalidSearchError(
+            f"status {status!r} is not an MLflow run status: use one of {', '.join(RUN_STATUSES)}"
+        )
+    return status.strip().upper()
