@@ -40,10 +40,9 @@ def doctest_flow_run(sqlite_mlflow_server: MlflowServer) -> tuple[TrackingContex
     from prefect import flow
     from prefect.runtime import flow_run
 
+    from tests.conftest import _fluent_state, _restore_fluent_state
     from tracking_tasks import create_mlflow_run, mlflow_state_hooks
     from tracking_tasks.ops import setup_mlflow
-
-    from tests.conftest import _fluent_state, _restore_fluent_state
 
     env, _ = _fluent_state()
     ctx = setup_mlflow(experiment_name="doctests", tracking_uri=sqlite_mlflow_server.url)
