@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from tracking_tasks._private_apis import set_azureml_workspace_credential
 from tracking_tasks.auth._kinds import Credential
-from tracking_tasks.auth._plugin import activate_scoped_auth
 from tracking_tasks.auth._scope import scope_credentials
 from tracking_tasks.auth._tokens import TokenProvider, TokenSource, as_token_credential
 from tracking_tasks.config._resolve import check_credentials_server
@@ -74,9 +73,16 @@ def use_credentials(
         use_workspace_credential(tracking_uri, credential)
     else:
         scope_credentials(tracking_uri, credential, reference)
-        activate_scoped_auth()
+        _activate_plugin()
     if reference is not None:
         mark_loaded(reference)
+
+
+def _activate_plugin() -> None:
+    """Name the request-auth plugin for MLflow (imported here: it imports MLflow)."""
+    from tracking_tasks.auth._plugin import activate_scoped_auth
+
+    activate_scoped_auth()
 
 
 def use_workspace_credential(tracking_uri: str, credential: TokenSource | TokenProvider) -> None:
@@ -193,7 +199,7 @@ def ensure_credentials(reference: str | None, tracking_uri: str) -> None:
         return
     if is_loaded(reference):
         if is_http_uri(tracking_uri):
-            activate_scoped_auth()
+            _activate_plugin()
         return
     loaded = load_reference(reference)
     if loaded is not None:

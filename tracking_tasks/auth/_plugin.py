@@ -19,10 +19,7 @@ from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestA
 
 from tracking_tasks._environment import name_auth_plugin
 from tracking_tasks._private_apis import register_request_auth_provider
-from tracking_tasks.auth._scope import authorization_for, retry_authorization
-
-#: The name MLflow finds the request-auth plugin by (``MLFLOW_TRACKING_AUTH``).
-PROVIDER_NAME = "tracking-tasks"
+from tracking_tasks.auth._scope import PROVIDER_NAME, authorization_for, retry_authorization
 
 
 class ScopedAuth(requests.auth.AuthBase):

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
+#: The name MLflow finds the library's request-auth plugin by (``MLFLOW_TRACKING_AUTH``).
+PROVIDER_NAME = "tracking-tasks"
+
 
 @dataclass(frozen=True)
 class Origin:

@@ -10,44 +10,42 @@ from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
 from tracking_tasks.auth._kinds import credentials_identity
-from tracking_tasks.config._models import workspace_of
 from tracking_tasks.config._resolve import resolve_tracking_config
 from tracking_tasks.errors import TrackingTasksError
 from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops._scope import resolve_scope
 from tracking_tasks.ops._setup import setup_mlflow as plain_setup_mlflow
 
-#: Every argument of setup_mlflow, read from its signature: a new argument is part of the
-#: key without anyone listing it here.
-_SETUP_ARGUMENTS = tuple(inspect.signature(plain_setup_mlflow).parameters)
-#: The arguments resolution reads (where to track), also read from its signature.
+#: The arguments resolution reads (where to track), read from its signature: they count
+#: by what they resolve to, so the same settings reached two ways share an entry.
 _RESOLVE_ARGUMENTS = tuple(inspect.signature(resolve_tracking_config).parameters)
+#: setup_mlflow's other arguments, read from its signature: a new argument is part of the
+#: key (by its identity) without anyone listing it here.
+_OTHER_SETUP_ARGUMENTS = tuple(
+    name
+    for name in inspect.signature(plain_setup_mlflow).parameters
+    if name not in _RESOLVE_ARGUMENTS
+)
 
 
-def _argument_identity(name: str, value: Any) -> Any:
-    """What an argument contributes to the key: its value, or for objects that hold a
-    secret or a connection, their non-secret identity."""
-    if value is None:
-        return None
-    if name == "credentials":
-        return credentials_identity(value)
-    if name == "ml_client":
-        return workspace_of(value)
-    if name == "azure_credential":
-        return getattr(value, "description", None) or type(value).__qualname__
-    return value
+def _identity(value: Any) -> Any:
+    """An argument that holds a secret or a connection counts by its kind, never whole."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return getattr(value, "description", None) or type(value).__qualname__
 
 
 @dataclass
 class SetupCachePolicy(CachePolicy):
-    """Cache ``setup_mlflow`` per flow run, keyed by every argument and what they resolve to.
+    """Cache ``setup_mlflow`` per flow run, keyed by what its arguments resolve to.
 
-    Resolution reads the environment, so the key holds the hash of the resolved config
-    as well as each argument (read from ``setup_mlflow``'s signature, so none is left
-    out). An ``MLClient`` counts by its workspace, a credentials block by its non-secret
-    identity, an Azure credential by its kind: none is hashed whole or persisted.
-    Outside a flow run nothing is cached; an argument the key cannot represent gives no
-    key (the task runs).
+    Resolution reads the environment, so the arguments resolution takes count by the
+    hash of the config they resolve to (the same settings reached two ways share an
+    entry); a credentials block counts by its non-secret identity; every other argument
+    of ``setup_mlflow`` (read from its signature, so a new one is never left out) counts
+    by its kind (an Azure credential is never hashed whole or persisted). Outside a flow
+    run nothing is cached; arguments the key cannot represent give no key (the task
+    runs).
 
     Example:
         >>> from prefect import task
@@ -69,8 +67,9 @@ class SetupCachePolicy(CachePolicy):
             resolved = resolve_tracking_config(
                 **{name: inputs.get(name) for name in _RESOLVE_ARGUMENTS}
             )
-            source = {name: _argument_identity(name, inputs.get(name)) for name in _SETUP_ARGUMENTS}
+            source = {name: _identity(inputs.get(name)) for name in _OTHER_SETUP_ARGUMENTS}
             source["resolved"] = config_hash(resolved)
+            source["credentials"] = credentials_identity(inputs.get("credentials"))
             digest = config_hash(source)
         except TrackingTasksError:
             return None  # no key: the task body runs and raises the clear error

@@ -92,6 +92,8 @@ def resolve_context(
         if last is not None:
             return last
     if run_id is not None:
-        context: TrackingContext = setup_mlflow(given, **overrides)
+        context: TrackingContext = setup_mlflow(given, **overrides)  # remembered by its hook
         return context
-    return plain.setup_mlflow(given, **overrides)
+    context = plain.setup_mlflow(given, **overrides)
+    memory.remember_context(None, context)  # as the task's hook would: the process's last
+    return context

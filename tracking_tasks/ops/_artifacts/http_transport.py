@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from tracking_tasks.auth._apply import ensure_credentials
-from tracking_tasks.auth._plugin import PROVIDER_NAME
-from tracking_tasks.auth._scope import authorization_for, retry_authorization
+from tracking_tasks.auth._scope import PROVIDER_NAME, authorization_for, retry_authorization
 from tracking_tasks.errors import (
     ArtifactError,
     ArtifactNotFoundError,
