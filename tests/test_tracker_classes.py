@@ -303,16 +303,13 @@ def test_refused_arguments_raise_naming_the_fix_before_anything_is_written(
     assert client.get_experiment_by_name(experiment) is None
 
 
-def _trial(
-    sweep: MLflowSweepTracker, study: optuna.Study, parent: str, f1: float, ckpt: Path | None
-) -> str:
+def _trial(study: optuna.Study, parent: str, f1: float, ckpt: Path | None) -> str:
     """One trial of the caller's own loop: its nested run tagged with its number."""
     trial = study.ask()
     trial.suggest_float("lr", 1e-5, 1e-3, log=True)
     if ckpt is not None:
         trial.set_user_attr(TRIAL_CHECKPOINT_ATTR, str(ckpt))
-    with create_mlflow_run(
-        sweep.context(),
+    with create_mlflow_run(  # no context: the tracker's setup is the process's last
         run_name=f"trial_{trial.number}",
         parent_run_id=parent,
         tags={TRIAL_INDEX_TAG: str(trial.number)},
@@ -364,8 +361,8 @@ def test_honoured_arguments_reach_mlflow(tracking_config: TrackingConfig, tmp_pa
     ckpt.mkdir(parents=True)
     (ckpt / "model.bin").write_bytes(b"\x03" * 256)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(1))
-    _trial(sweep, study, first, 0.80, None)
-    best_run = _trial(sweep, study, first, 0.90, ckpt)
+    _trial(study, first, 0.80, None)
+    best_run = _trial(study, first, 0.90, ckpt)
     with pytest.raises(InvalidArgumentError, match="pass config_dir="):
         sweep.log_final_metrics(study, "f1", run_id=first)
     client = MlflowClient(tracking_config.tracking_uri)
@@ -375,7 +372,7 @@ def test_honoured_arguments_reach_mlflow(tracking_config: TrackingConfig, tmp_pa
     uploaded = [a.path for a in client.list_artifacts(first, "best_checkpoint/config")]
     assert "best_checkpoint/config/train.yaml" in uploaded
     assert client.list_artifacts(other_data) == []
-    _trial(sweep, study, first, 0.95, None)  # a resumed study finds a better trial
+    _trial(study, first, 0.95, None)  # a resumed study finds a better trial
     with pytest.raises(TrackingTasksError):  # MLflow never changes a param
         sweep.log_final_metrics(study, "f1", first, upload_checkpoint=False)
     newer = sweep.log_final_metrics(study, "f1", first, should_resume=True, upload_checkpoint=False)
@@ -388,8 +385,8 @@ def test_honoured_arguments_reach_mlflow(tracking_config: TrackingConfig, tmp_pa
 
     # log_best_checkpoint: the study's best trial recorded the checkpoint; run_id is the sweep
     study_with_ckpt = optuna.create_study(direction="minimize")
-    _trial(sweep, study_with_ckpt, same_again, 0.2, ckpt)
-    _trial(sweep, study_with_ckpt, same_again, 0.5, None)
+    _trial(study_with_ckpt, same_again, 0.2, ckpt)
+    _trial(study_with_ckpt, same_again, 0.5, None)
     sweep.log_best_checkpoint(study_with_ckpt, run_id=same_again, config_dir=configs)
     uploaded = [a.path for a in client.list_artifacts(same_again, "best_checkpoint")]
     assert uploaded == ["best_checkpoint/checkpoint", "best_checkpoint/config"]
