@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tracking_tasks.compat._stage import CONTEXT_REFUSED, OUTPUT_DIR_REFUSED, StageTracker
+from tracking_tasks.compat._stage import StageTracker
 from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._fluent import RunHandle
 from tracking_tasks.tasks._artifacts import upload_artifacts
@@ -73,10 +73,10 @@ class MLflowBenchmarkTracker(StageTracker):
             "tracking_tasks.lineage.*), and find runs by their config with "
             "find_run_by_config_hash"
         )
-        self.refuse(
+        self.refuse_start(
             "start_benchmark_run",
-            context=(context, CONTEXT_REFUSED),
-            output_dir=(output_dir, OUTPUT_DIR_REFUSED),
+            context,
+            output_dir,
             study_key_hash=(study_key_hash, keys),
             trial_key_hash=(trial_key_hash, keys),
         )

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tracking_tasks.compat._stage import CONTEXT_REFUSED, OUTPUT_DIR_REFUSED, StageTracker
+from tracking_tasks.compat._stage import StageTracker
 from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._fluent import RunHandle
 from tracking_tasks.tasks._artifacts import upload_artifacts
@@ -52,11 +52,7 @@ class MLflowConversionTracker(StageTracker):
         Raises:
             InvalidArgumentError: a refused argument given.
         """
-        self.refuse(
-            "start_conversion_run",
-            context=(context, CONTEXT_REFUSED),
-            output_dir=(output_dir, OUTPUT_DIR_REFUSED),
-        )
+        self.refuse_start("start_conversion_run", context, output_dir)
         lineage = lineage_tags({"source": source_training_run})
         params = {"conversion_type": conversion_type}
         return self.start_run(

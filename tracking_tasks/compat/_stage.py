@@ -145,6 +145,27 @@ class StageTracker:
             if _given(value):
                 raise InvalidArgumentError(f"{type(self).__name__}.{method} refuses {name}: {why}")
 
+    def refuse_start(
+        self, method: str, context: Any, output_dir: Any, **more: tuple[Any, str]
+    ) -> None:
+        """Refuse the seed's ``context`` and ``output_dir`` of a ``start_*_run``, and ``more``.
+
+        Args:
+            method: The method called (named in the error).
+            context: The seed's NamingContext: refused (``run_name`` names the run).
+            output_dir: Refused: nothing is inferred from folders.
+            **more: Other refused arguments, as ``refuse`` takes them.
+
+        Raises:
+            InvalidArgumentError: one of them given a value.
+        """
+        self.refuse(
+            method,
+            context=(context, CONTEXT_REFUSED),
+            output_dir=(output_dir, OUTPUT_DIR_REFUSED),
+            **more,
+        )
+
     @contextlib.contextmanager
     def start_run(
         self,

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tracking_tasks.compat._stage import CONTEXT_REFUSED, OUTPUT_DIR_REFUSED, StageTracker
+from tracking_tasks.compat._stage import StageTracker
 from tracking_tasks.errors import InvalidArgumentError
 from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._artifacts.manifest import CheckpointArtifacts
@@ -119,11 +119,7 @@ class MLflowSweepTracker(StageTracker):
             InvalidArgumentError: a refused argument given; ``storage_path`` not a path.
             TrackingConfigError: a config that is not a mapping.
         """
-        self.refuse(
-            "start_sweep_run",
-            context=(context, CONTEXT_REFUSED),
-            output_dir=(output_dir, OUTPUT_DIR_REFUSED),
-        )
+        self.refuse_start("start_sweep_run", context, output_dir)
         if storage_path is not None and not isinstance(storage_path, str | os.PathLike):
             raise InvalidArgumentError(
                 f"MLflowSweepTracker.start_sweep_run: storage_path is the study's storage as "

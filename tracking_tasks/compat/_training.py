@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tracking_tasks.compat._stage import CONTEXT_REFUSED, OUTPUT_DIR_REFUSED, StageTracker
+from tracking_tasks.compat._stage import StageTracker
 from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._fluent import RunHandle
 from tracking_tasks.tasks._artifacts import upload_artifacts
@@ -67,11 +67,7 @@ class MLflowTrainingTracker(StageTracker):
         Raises:
             InvalidArgumentError: a refused argument given.
         """
-        self.refuse(
-            "start_training_run",
-            context=(context, CONTEXT_REFUSED),
-            output_dir=(output_dir, OUTPUT_DIR_REFUSED),
-        )
+        self.refuse_start("start_training_run", context, output_dir)
         params = {"backbone": backbone, "training_type": training_type, **(config or {})}
         lineage = lineage_tags({"sweep": sweep_run_id, "trial": trial_run_id})
         return self.start_run(
