@@ -137,13 +137,14 @@ def test_an_omitted_context_falls_back_to_the_environment(
 ) -> None:
     from tracking_tasks.handles import TrackingContext
     from tracking_tasks.tasks._run_memory import RunMemory
-    from tracking_tasks.tasks._setup import resolve_context
+    from tracking_tasks.tasks._runs import resolve_context
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "omitted-context")
     fresh = RunMemory()  # a process where setup_mlflow never ran
     ctx = resolve_context(None, flow_run_id=None, memory=fresh)
     assert (ctx.tracking_uri, ctx.experiment_name) == (mlflow_server.url, "omitted-context")
+    assert fresh.last_context(None) is ctx  # outside a flow too, the process's last setup
     last = TrackingContext(
         tracking_uri="sqlite:///elsewhere.db", experiment_id="9", experiment_name="x",
         config_hash="0" * 64,
@@ -153,5 +154,6 @@ def test_an_omitted_context_falls_back_to_the_environment(
     mine = last.model_copy(update={"experiment_id": "10"})
     fresh.remember_context("some-flow-run", mine)
     assert resolve_context(None, flow_run_id="some-flow-run", memory=fresh) is mine
-    assert resolve_context(None, flow_run_id="another-flow-run", memory=fresh) is mine  # the process's
+    # another flow run with no setup of its own: the process's last
+    assert resolve_context(None, flow_run_id="another-flow-run", memory=fresh) is mine
     assert resolve_context(last, flow_run_id="some-flow-run", memory=fresh) is last

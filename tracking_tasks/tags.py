@@ -28,6 +28,7 @@ __all__ = [
     "FLOW_NAME_TAG",
     "FLOW_RUN_NAME_TAG",
     "FLOW_RUN_TAG",
+    "GROUP_TAG",
     "IDENTITY_TAG",
     "INTERRUPTED_ATTR",
     "LINEAGE_TAG_PREFIX",
@@ -82,6 +83,9 @@ RECONCILED_TAG = "tracking_tasks.reconciled"
 STUDY_TAG = "tracking_tasks.optuna_study"
 #: On a run a refit checkpoint went to: ``true`` or ``false`` (the seed's ``refit_ok``).
 REFIT_COMPLETED_TAG = "tracking_tasks.refit_completed"
+#: A group of runs the caller names (the seed's ``group_id``: runs of one pipeline
+#: invocation, say); find them with ``tags.`tracking_tasks.group_id` = '<id>'``.
+GROUP_TAG = "tracking_tasks.group_id"
 #: ``machine.*``: where a benchmark ran (python, platform, cpu_count, processor).
 MACHINE_TAG_PREFIX = "machine."
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tracking_tasks.compat._stage import StageTracker, note_ignored
+from tracking_tasks.compat._stage import StageTracker
 from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._fluent import RunHandle
 from tracking_tasks.tasks._artifacts import upload_artifacts
@@ -49,28 +49,36 @@ class MLflowBenchmarkTracker(StageTracker):
 
         Args:
             run_name: The run's name.
-            backbone: Logged as the ``backbone`` param.
-            benchmark_source: Logged as the ``benchmark_source`` param.
-            context: Ignored (the seed's NamingContext).
-            output_dir: Ignored.
+            backbone: The ``backbone`` param.
+            benchmark_source: The ``benchmark_source`` param.
+            context: Refused (the seed's NamingContext): ``run_name`` names the run.
+            output_dir: Refused: nothing is inferred from folders.
             parent_run_id: Nest the run under this one (else the enclosing block's).
-            group_id: Ignored.
-            study_key_hash: Ignored: runs are grouped by their ``config_hash`` here.
-            trial_key_hash: Ignored, likewise.
+            group_id: The ``tracking_tasks.group_id`` tag.
+            study_key_hash: Refused: the seed's hash keys are lineage by run id here.
+            trial_key_hash: Refused, likewise.
             hpo_trial_run_id: The trial run (lineage).
             hpo_refit_run_id: The refit run (lineage).
             hpo_sweep_run_id: The sweep run (lineage).
 
         Returns:
             A context manager yielding the run's ``RunHandle``.
+
+        Raises:
+            InvalidArgumentError: a refused argument given.
         """
-        note_ignored(
+        keys = (
+            "the seed's hash_utils keys linked a benchmark to its study and trial; here "
+            "the lineage is by run id: pass hpo_sweep_run_id= / hpo_trial_run_id= (tagged "
+            "tracking_tasks.lineage.*), and find runs by their config with "
+            "find_run_by_config_hash"
+        )
+        self.refuse_start(
             "start_benchmark_run",
-            context=context,
-            output_dir=output_dir,
-            group_id=group_id,
-            study_key_hash=study_key_hash,
-            trial_key_hash=trial_key_hash,
+            context,
+            output_dir,
+            study_key_hash=(study_key_hash, keys),
+            trial_key_hash=(trial_key_hash, keys),
         )
         model = hpo_refit_run_id or hpo_trial_run_id or hpo_sweep_run_id
         lineage = lineage_tags(
@@ -82,7 +90,9 @@ class MLflowBenchmarkTracker(StageTracker):
             }
         )
         params = {"backbone": backbone, "benchmark_source": benchmark_source}
-        return self.start_run(run_name, params, tags=lineage, parent_run_id=parent_run_id)
+        return self.start_run(
+            run_name, params, tags=lineage, parent_run_id=parent_run_id, group_id=group_id
+        )
 
     def log_benchmark_results(
         self,
@@ -96,9 +106,23 @@ class MLflowBenchmarkTracker(StageTracker):
     ) -> None:
         """Log the benchmark's settings as params and each batch size's numbers as metrics.
 
-        ``benchmark_data["batch_<n>"]["mean_ms"]`` becomes ``latency_batch_<n>_ms`` (the
-        seed's name); every other number of a batch ``batch_<n>_<name>``. The JSON file
-        is uploaded to the run's root.
+        On the block's run, under the seed's names.
+
+        Args:
+            batch_sizes: The ``benchmark_batch_sizes`` param; the batches read from
+                ``benchmark_data``.
+            iterations: The ``benchmark_iterations`` param.
+            warmup_iterations: The ``benchmark_warmup_iterations`` param.
+            max_length: The ``benchmark_max_length`` param.
+            device: The ``benchmark_device`` param (None: ``auto``).
+            benchmark_json_path: The benchmark's JSON file, uploaded to the run's root
+                when it exists (the seed's rule: a benchmark may write none).
+            benchmark_data: ``["batch_<n>"]["mean_ms"]`` becomes the metric
+                ``latency_batch_<n>_ms``; every other number of a batch
+                ``batch_<n>_<name>``.
+
+        Raises:
+            InvalidArgumentError: called outside a ``start_benchmark_run`` block.
         """
         run = self.active("log_benchmark_results")
         log_params(

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tracking_tasks.compat._stage import StageTracker, note_ignored
+from tracking_tasks.compat._stage import StageTracker
 from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._fluent import RunHandle
 from tracking_tasks.tasks._artifacts import upload_artifacts
@@ -39,22 +39,25 @@ class MLflowConversionTracker(StageTracker):
 
         Args:
             run_name: The run's name.
-            conversion_type: Logged as the ``conversion_type`` param.
+            conversion_type: The ``conversion_type`` param.
             source_training_run: The training run converted (``tracking_tasks.lineage.source``).
-            context: Ignored (the seed's NamingContext).
-            output_dir: Ignored.
+            context: Refused (the seed's NamingContext): ``run_name`` names the run.
+            output_dir: Refused: nothing is inferred from folders.
             parent_run_id: Nest the run under this one (else the enclosing block's).
-            group_id: Ignored.
+            group_id: The ``tracking_tasks.group_id`` tag.
 
         Returns:
             A context manager yielding the run's ``RunHandle``.
+
+        Raises:
+            InvalidArgumentError: a refused argument given.
         """
-        note_ignored(
-            "start_conversion_run", context=context, output_dir=output_dir, group_id=group_id
-        )
+        self.refuse_start("start_conversion_run", context, output_dir)
         lineage = lineage_tags({"source": source_training_run})
         params = {"conversion_type": conversion_type}
-        return self.start_run(run_name, params, tags=lineage, parent_run_id=parent_run_id)
+        return self.start_run(
+            run_name, params, tags=lineage, parent_run_id=parent_run_id, group_id=group_id
+        )
 
     def log_conversion_parameters(
         self,
@@ -64,7 +67,18 @@ class MLflowConversionTracker(StageTracker):
         opset_version: int,
         backbone: str,
     ) -> None:
-        """Log the conversion's settings as params, under the seed's names."""
+        """Log the conversion's settings as params on the block's run, under the seed's names.
+
+        Args:
+            checkpoint_path: The ``conversion_source`` param.
+            conversion_target: The ``conversion_target`` param.
+            quantization: The ``quantization`` param.
+            opset_version: The ``onnx_opset_version`` param.
+            backbone: The ``conversion_backbone`` param.
+
+        Raises:
+            InvalidArgumentError: called outside a ``start_conversion_run`` block.
+        """
         log_params(
             self.active("log_conversion_parameters"),
             {
@@ -84,11 +98,21 @@ class MLflowConversionTracker(StageTracker):
         smoke_test_passed: bool | None = None,
         conversion_log_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        """Log the outcome (the seed's metric names) and upload the model and the log.
+        """Log the outcome on the block's run (the seed's metric names), upload model and log.
 
-        ``conversion_success`` and ``smoke_test_passed`` as 1/0, ``onnx_model_size_mb``
-        and ``compression_ratio`` (``original_checkpoint_size`` in MB over it) when the
-        model file exists; the model goes to ``onnx_model/``, the log to ``logs/``.
+        Args:
+            conversion_success: The ``conversion_success`` metric (1 or 0).
+            onnx_model_path: The converted model, when the file exists (a failed
+                conversion may write none): uploaded to ``onnx_model/``, its size the
+                ``onnx_model_size_mb`` metric.
+            original_checkpoint_size: The checkpoint's size in MB: the
+                ``compression_ratio`` metric is it over the model's size.
+            smoke_test_passed: The ``smoke_test_passed`` metric (1 or 0).
+            conversion_log_path: The conversion's log, uploaded to ``logs/`` when the
+                file exists.
+
+        Raises:
+            InvalidArgumentError: called outside a ``start_conversion_run`` block.
         """
         run = self.active("log_conversion_results")
         metrics = {"conversion_success": 1.0 if conversion_success else 0.0}

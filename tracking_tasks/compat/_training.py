@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tracking_tasks.compat._stage import StageTracker, note_ignored
+from tracking_tasks.compat._stage import StageTracker
 from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._fluent import RunHandle
 from tracking_tasks.tasks._artifacts import upload_artifacts
@@ -46,27 +46,33 @@ class MLflowTrainingTracker(StageTracker):
     ) -> contextlib.AbstractContextManager[RunHandle]:
         """Open a training run for the ``with`` block.
 
+        What is logged as params is also the run's config (its ``config_hash``).
+
         Args:
             run_name: The run's name.
-            backbone: Logged as the ``backbone`` param.
-            training_type: ``final`` or ``continued``, logged as ``training_type``.
-            context: Ignored (the seed's NamingContext: names come from ``run_name``).
-            output_dir: Ignored (nothing is inferred from paths here).
+            backbone: The ``backbone`` param.
+            training_type: ``final`` or ``continued``, the ``training_type`` param.
+            context: Refused (the seed's NamingContext): ``run_name`` names the run.
+            output_dir: Refused: nothing is inferred from folders; upload with
+                ``log_training_artifacts``.
             parent_run_id: Nest the run under this one (else the enclosing block's).
-            group_id: Ignored.
-            config: More of the training config, logged as params (nested keys dotted).
+            group_id: The ``tracking_tasks.group_id`` tag.
+            config: More of the training config, as params (nested keys dotted).
             sweep_run_id: The sweep it came from, tagged ``tracking_tasks.lineage.sweep``.
             trial_run_id: The trial it came from, tagged ``tracking_tasks.lineage.trial``.
 
         Returns:
             A context manager yielding the run's ``RunHandle``.
+
+        Raises:
+            InvalidArgumentError: a refused argument given.
         """
-        note_ignored(
-            "start_training_run", context=context, output_dir=output_dir, group_id=group_id
-        )
+        self.refuse_start("start_training_run", context, output_dir)
         params = {"backbone": backbone, "training_type": training_type, **(config or {})}
         lineage = lineage_tags({"sweep": sweep_run_id, "trial": trial_run_id})
-        return self.start_run(run_name, params, tags=lineage, parent_run_id=parent_run_id)
+        return self.start_run(
+            run_name, params, tags=lineage, parent_run_id=parent_run_id, group_id=group_id
+        )
 
     def log_training_parameters(
         self,
@@ -78,9 +84,18 @@ class MLflowTrainingTracker(StageTracker):
     ) -> None:
         """Log a training config as params on the block's run (every key, nested dotted).
 
-        Unlike the seed, which picked a few known keys, the whole ``config`` (and
-        ``data_config`` under ``data.``) is logged; ``training_type`` is ``continued``
-        when there is a ``source_checkpoint``.
+        Unlike the seed, which picked a few known keys, the whole ``config`` is logged.
+
+        Args:
+            config: The training config: every key a param (nested keys dotted).
+            data_config: The data config: params ``data.<key>``.
+            source_checkpoint: The ``source_checkpoint`` param; with it the
+                ``training_type`` param is ``continued``, else ``final``.
+            data_strategy: The ``data_strategy`` param.
+            random_seed: The ``random_seed`` param.
+
+        Raises:
+            InvalidArgumentError: called outside a ``start_training_run`` block.
         """
         params: dict[str, Any] = dict(flatten_params(config))
         if data_config:
@@ -99,7 +114,15 @@ class MLflowTrainingTracker(StageTracker):
         metrics: Mapping[str, float],
         per_entity_metrics: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
-        """Log final metrics, and per-entity ones as ``<entity>_<metric>``, in one batch."""
+        """Log final metrics, and per-entity ones, on the block's run in one batch.
+
+        Args:
+            metrics: Metric name to value.
+            per_entity_metrics: Entity to its metrics, logged as ``<entity>_<metric>``.
+
+        Raises:
+            InvalidArgumentError: called outside a ``start_training_run`` block.
+        """
         values = {name: float(value) for name, value in metrics.items()}
         for entity, entity_metrics in (per_entity_metrics or {}).items():
             values.update({f"{entity}_{name}": float(v) for name, v in entity_metrics.items()})
@@ -110,7 +133,16 @@ class MLflowTrainingTracker(StageTracker):
         checkpoint_dir: str | os.PathLike[str],
         metrics_json_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        """Upload the checkpoint folder to ``checkpoint/`` and ``metrics.json`` to the root."""
+        """Upload the checkpoint and the metrics file to the block's run (retried, verified).
+
+        Args:
+            checkpoint_dir: The checkpoint folder (or file), uploaded to ``checkpoint/``.
+            metrics_json_path: A metrics file, uploaded to the run's root.
+
+        Raises:
+            InvalidArgumentError: called outside a ``start_training_run`` block.
+            LocalArtifactPathError: a path that does not exist.
+        """
         run = self.active("log_training_artifacts")
         upload_artifacts(run, checkpoint_dir, "checkpoint")
         if metrics_json_path is not None:

@@ -57,7 +57,8 @@ def resolve_context(
     A ``TrackingContext`` is used as it is. With nothing given, the last ``setup_mlflow``
     of this flow run (else of this process) is used. Otherwise (a ``TrackingConfig``,
     ``overrides`` such as ``experiment_name=``, or no earlier setup) ``setup_mlflow`` runs:
-    the task inside a flow run (cached per flow run), the plain function outside one.
+    the task inside a flow run (cached per flow run), the plain function outside one;
+    either way its context is then the last setup of the flow run and of the process.
 
     Args:
         given: A ``TrackingContext``, a ``TrackingConfig``, or None.
@@ -95,5 +96,5 @@ def resolve_context(
         context: TrackingContext = setup_mlflow(given, **overrides)  # remembered by its hook
         return context
     context = plain.setup_mlflow(given, **overrides)
-    memory.remember_context(None, context)  # as the task's hook would: the process's last
+    memory.remember_context(None, context)  # the task's hook does it in a flow run
     return context

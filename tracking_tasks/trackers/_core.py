@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tracking_tasks.config._models import TrackingConfig
 from tracking_tasks.errors import InvalidArgumentError, StageOutputError, TrackingConfigError
 from tracking_tasks.handles import RunRef, TrackingContext
+from tracking_tasks.ops._fluent import RunHandle
 from tracking_tasks.ops._logging import RunLogger
 from tracking_tasks.tags import STAGE_TAG, lineage_tag, stage_run_name
 from tracking_tasks.tasks._runs import create_mlflow_run, log_params
@@ -134,14 +135,14 @@ def open_stage_run(
     stage: str,
     tracking: TrackingContext | TrackingConfig | None,
     config: dict[str, Any],
-    run_name: str,
+    run_name: str | None,
     *,
-    parent_run_id: str | None = None,
+    parent_run_id: str | RunRef | None = None,
     tags: Mapping[str, str] | None = None,
     resume_run_id: str | None = None,
     idempotency_key: str | None = None,
     log_config: bool = True,
-) -> RunRef:
+) -> RunHandle:
     """Open (or, on a retry, find again) the stage's run and log its config as params.
 
     ``resume_run_id``: a run an earlier flow run opened for this stage, reopened instead

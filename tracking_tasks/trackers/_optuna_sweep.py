@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -210,7 +210,7 @@ class OptunaSweep:
     @property
     def mode(self) -> Literal["max", "min"]:
         """``max`` for a maximising study, ``min`` for a minimising one."""
-        return "max" if self.study.direction == self.optuna.study.StudyDirection.MAXIMIZE else "min"
+        return study_mode(self.study)
 
     def earlier_run_id(self) -> str | None:
         """The sweep run an earlier attempt on this study opened on the same server, if any."""
@@ -342,3 +342,54 @@ def checkpoint_of(frozen: Any) -> Path | None:
     raw = frozen.user_attrs.get(TRIAL_CHECKPOINT_ATTR)
     path = Path(raw) if raw else None
     return path if path is not None and path.exists() else None
+
+
+def study_mode(study: Any) -> Literal["max", "min"]:
+    """``max`` for a maximising (single-objective) study, ``min`` for a minimising one."""
+    maximize = import_optuna().study.StudyDirection.MAXIMIZE
+    return "max" if study.direction == maximize else "min"
+
+
+def study_summaries(
+    study: Any,
+    metric: str,
+    results: Mapping[int, TrialSummary] | None = None,
+    errors: Mapping[int, str] | None = None,
+    *,
+    skip: Collection[int] = (),
+) -> list[TrialSummary]:
+    """A ``TrialSummary`` of each finished trial of a study, in trial-number order.
+
+    A trial's run is the one recorded on it (``TRIAL_RUN_ATTR``; "" when none was), its
+    status the run status its Optuna state maps to, its metrics those its objective
+    returned (``results``, this attempt's) else ``{metric: value}`` of a completed trial.
+
+    Args:
+        study: The ``optuna.Study``.
+        metric: The metric the study's value is.
+        results: Summaries this attempt's trials returned, by number.
+        errors: Errors of this attempt's failed trials, by number.
+        skip: Numbers of trials left out (interrupted ones, which do not count).
+
+    Returns:
+        The summaries.
+    """
+    summaries = []
+    for frozen in study.get_trials(deepcopy=False):
+        if not frozen.state.is_finished() or frozen.number in skip:
+            continue
+        result = (results or {}).get(frozen.number)
+        value = frozen.value if frozen.state.name == "COMPLETE" else None
+        summaries.append(
+            TrialSummary(
+                index=frozen.number,
+                params=dict(frozen.params),
+                run_id=str(frozen.user_attrs.get(TRIAL_RUN_ATTR, "")),
+                status=OPTUNA_TRIAL_STATUSES[frozen.state.name],
+                metrics=(result.metrics if result else {})
+                or ({} if value is None else {metric: value}),
+                error=(errors or {}).get(frozen.number),
+                checkpoint=checkpoint_of(frozen),
+            )
+        )
+    return summaries

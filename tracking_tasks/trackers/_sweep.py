@@ -12,21 +12,15 @@ from typing import Any, Literal
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from tracking_tasks._status import OPTUNA_TRIAL_STATUSES, TERMINAL_FLOW_RUN_STATES, RunStatus
+from tracking_tasks._status import TERMINAL_FLOW_RUN_STATES, RunStatus
 from tracking_tasks.config._models import TrackingConfig
 from tracking_tasks.errors import InvalidArgumentError
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.hashing import config_hash
-from tracking_tasks.ops._filters import and_, tag_equals
-from tracking_tasks.ops._finders import find_mlflow_runs, get_run_summary
+from tracking_tasks.ops._finders import get_run_summary
 from tracking_tasks.ops._lifecycle import end_runs
 from tracking_tasks.ops._logging import RunLogger
-from tracking_tasks.tags import (
-    PARENT_RUN_TAG,
-    STUDY_TAG,
-    TRIAL_INDEX_TAG,
-    TRIAL_RUN_ATTR,
-)
+from tracking_tasks.tags import STUDY_TAG
 from tracking_tasks.tasks._hooks import mlflow_state_hooks
 from tracking_tasks.tasks._run_memory import location_of
 from tracking_tasks.tasks._runs import log_metrics, log_params
@@ -37,9 +31,9 @@ from tracking_tasks.trackers._core import (
     normalise_output,
     open_stage_run,
 )
-from tracking_tasks.trackers._optuna_sweep import OptunaSweep, checkpoint_of, import_optuna
-from tracking_tasks.trackers._sweep_results import SweepResult, finish_sweep
-from tracking_tasks.trackers._trial import TrialSummary, run_tracked_trial
+from tracking_tasks.trackers._optuna_sweep import OptunaSweep, import_optuna, study_summaries
+from tracking_tasks.trackers._sweep_results import SweepResult, finish_sweep, trial_counts
+from tracking_tasks.trackers._trial import TrialSummary, run_tracked_trial, trial_runs
 
 log = logging.getLogger(__name__)
 
@@ -311,30 +305,8 @@ def _optuna_sweep(
             log_params(parent, fresh)
     sweep.remember_run(parent)
     results, errors = sweep.run(parent)
-    summaries = []
-    for frozen in study.get_trials(deepcopy=False):
-        if not frozen.state.is_finished() or frozen.number in sweep.interrupted:
-            continue
-        result = results.get(frozen.number)
-        value = frozen.value if frozen.state.name == "COMPLETE" else None
-        summaries.append(
-            TrialSummary(
-                index=frozen.number,
-                params=dict(frozen.params),
-                run_id=str(frozen.user_attrs.get(TRIAL_RUN_ATTR, "")),
-                status=OPTUNA_TRIAL_STATUSES[frozen.state.name],
-                metrics=(result.metrics if result else {})
-                or ({} if value is None else {metric: value}),
-                error=errors.get(frozen.number),
-                checkpoint=checkpoint_of(frozen),
-            )
-        )
-    counts = {
-        "n_trials": float(len(summaries)),
-        "n_completed_trials": float(sum(t.status == "FINISHED" for t in summaries)),
-        "n_pruned_trials": float(sum(t.status == "KILLED" for t in summaries)),
-    }
-    log_metrics(parent, counts)
+    summaries = study_summaries(study, metric, results, errors, skip=sweep.interrupted)
+    log_metrics(parent, trial_counts(summaries))
     return finish_sweep(
         parent, summaries, metric, sweep.mode, checkpoint_artifact_path, logged_params=logged
     )
@@ -347,10 +319,7 @@ def _failed_trial_run_id(
     (FAILED; KILLED for a Cancelled trial) if still RUNNING: a trial whose worker process
     died (a Dask worker killed, out of memory) could not end it, and the sweep's hooks
     would end it as the sweep ends (FINISHED)."""
-    found = find_mlflow_runs(
-        context,
-        and_(tag_equals(PARENT_RUN_TAG, parent.run_id), tag_equals(TRIAL_INDEX_TAG, str(index))),
-    )
+    found = trial_runs(context, parent, index)
     left_open = [(r.run_id, location_of(context), True) for r in found if r.status == "RUNNING"]
     _, errors = end_runs(left_open, status, ended_as)
     for error in errors:

@@ -72,33 +72,37 @@ def _markdown(trials: list[TrialSummary], best: TrialSummary | None, metric: str
     return "\n".join(lines)
 
 
-def finish_sweep(
-    parent: RunRef,
-    summaries: list[TrialSummary],
-    metric: str,
-    mode: Literal["max", "min"],
-    checkpoint_artifact_path: str,
-    logged_params: Mapping[str, str] | None = None,
-) -> SweepResult:
-    """Rank the trials, table them, tag and log the best on the parent, upload its checkpoint.
+def trial_counts(summaries: list[TrialSummary]) -> dict[str, float]:
+    """The sweep run's trial counts: finished trials, completed ones, pruned ones."""
+    return {
+        "n_trials": float(len(summaries)),
+        "n_completed_trials": float(sum(t.status == "FINISHED" for t in summaries)),
+        "n_pruned_trials": float(sum(t.status == "KILLED" for t in summaries)),
+    }
 
-    ``logged_params``: the params a resumed sweep's run already has. MLflow never changes
-    a param, so a ``best.*`` param an earlier attempt logged keeps its value (a warning
-    says so when the best has changed); the tags and ``best.*`` metrics are current.
+
+def record_best(
+    parent: RunRef, best: TrialSummary, logged_params: Mapping[str, str] | None = None
+) -> None:
+    """Record the best trial on the sweep's run: tags, ``best.*`` metrics and params.
+
+    Tags ``tracking_tasks.best_trial`` and ``tracking_tasks.best_run_id`` (when the trial
+    has a run), metrics and params ``best.<name>`` of the trial's. ``logged_params``: the
+    params a resumed sweep's run already has. MLflow never changes a param, so a
+    ``best.*`` param an earlier attempt logged keeps its value (a warning says so when the
+    best has changed); the tags and ``best.*`` metrics are current.
     """
-    best = pick_best(summaries, metric, mode)
-    create_markdown_artifact(
-        markdown=f"### Sweep `{parent.run_name}` ranked by `{metric}` ({mode})\n\n"
-        + _markdown(summaries, best, metric),
-        description=f"Trials of MLflow run {parent.run_id}",
-    )
-    if best is None:
-        failed = sum(t.status == "FAILED" for t in summaries)
-        raise SweepFailedError(
-            f"no trial of sweep {parent.run_id} reported {metric!r}: {failed} of "
-            f"{len(summaries)} trials failed"
+    tags = {BEST_TRIAL_TAG: str(best.index)}
+    if best.run_id:
+        tags[BEST_RUN_TAG] = best.run_id
+    else:
+        log.warning(
+            "no MLflow run of trial %d under sweep run %s: %s not set",
+            best.index,
+            parent.run_id,
+            BEST_RUN_TAG,
         )
-    set_tags(parent, {BEST_RUN_TAG: best.run_id, BEST_TRIAL_TAG: str(best.index)})
+    set_tags(parent, tags)
     log_metrics(parent, {f"best.{k}": v for k, v in best.metrics.items()})
     params = {f"best.{k}": v for k, v in flatten_params(best.params).items()}
     kept = {k for k in params if k in (logged_params or {})}
@@ -112,6 +116,33 @@ def finish_sweep(
         )
     if fresh := {k: v for k, v in params.items() if k not in kept}:
         log_params(parent, fresh)
+
+
+def finish_sweep(
+    parent: RunRef,
+    summaries: list[TrialSummary],
+    metric: str,
+    mode: Literal["max", "min"],
+    checkpoint_artifact_path: str,
+    logged_params: Mapping[str, str] | None = None,
+) -> SweepResult:
+    """Rank the trials, table them, tag and log the best on the parent, upload its checkpoint.
+
+    ``logged_params``: the params a resumed sweep's run already has (see ``record_best``).
+    """
+    best = pick_best(summaries, metric, mode)
+    create_markdown_artifact(
+        markdown=f"### Sweep `{parent.run_name}` ranked by `{metric}` ({mode})\n\n"
+        + _markdown(summaries, best, metric),
+        description=f"Trials of MLflow run {parent.run_id}",
+    )
+    if best is None:
+        failed = sum(t.status == "FAILED" for t in summaries)
+        raise SweepFailedError(
+            f"no trial of sweep {parent.run_id} reported {metric!r}: {failed} of "
+            f"{len(summaries)} trials failed"
+        )
+    record_best(parent, best, logged_params)
     checkpoint = None
     if best.checkpoint is not None:
         checkpoint = upload_checkpoint(

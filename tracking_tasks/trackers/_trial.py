@@ -9,10 +9,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tracking_tasks._status import RunStatus
-from tracking_tasks.handles import RunRef, TrackingContext
+from tracking_tasks.handles import RunRef, RunSummary, TrackingContext
+from tracking_tasks.ops._filters import and_, tag_equals
+from tracking_tasks.ops._finders import find_mlflow_runs
 from tracking_tasks.ops._lifecycle import terminate_run
 from tracking_tasks.ops._logging import RunLogger, set_tags
-from tracking_tasks.tags import PRUNED_TAG, STAGE_TAG, TRIAL_INDEX_TAG, trial_run_name
+from tracking_tasks.tags import (
+    PARENT_RUN_TAG,
+    PRUNED_TAG,
+    STAGE_TAG,
+    TRIAL_INDEX_TAG,
+    trial_run_name,
+)
 from tracking_tasks.tasks._runs import open_mlflow_run, release_run
 from tracking_tasks.trackers._core import StageOutput, flatten_params
 
@@ -128,6 +136,18 @@ def run_tracked_trial(
         status=status,
         metrics=output.metrics if output is not None and status == "FINISHED" else {},
         checkpoint=output.checkpoint if output is not None and status == "FINISHED" else None,
+    )
+
+
+def trial_runs(context: TrackingContext, parent: RunRef, index: int) -> list[RunSummary]:
+    """The runs of a sweep's trial: nested under the sweep's run, tagged with its index.
+
+    How a trial's run is found when nothing recorded its id (a trial whose worker died,
+    or a trial run the caller opened and tagged ``tracking_tasks.trial_index`` himself).
+    """
+    return find_mlflow_runs(
+        context,
+        and_(tag_equals(PARENT_RUN_TAG, parent.run_id), tag_equals(TRIAL_INDEX_TAG, str(index))),
     )
 
 
