@@ -137,7 +137,7 @@ def test_an_omitted_context_falls_back_to_the_environment(
 ) -> None:
     from tracking_tasks.handles import TrackingContext
     from tracking_tasks.tasks._run_memory import RunMemory
-    from tracking_tasks.tasks._runs import resolve_context
+    from tracking_tasks.tasks._setup import resolve_context
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "omitted-context")
