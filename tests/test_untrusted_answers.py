@@ -1,0 +1,79 @@
+"""What a server (or whatever stands in front of it) answers is not trusted: a
+``Retry-After`` that is not HTTP's, a redirect out of a credential's path prefix, a
+redirect to a signed URL, names and tags with terminal control sequences. Each against
+the real `mlflow server`, through tests/faultproxy.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.servers import FaultProxy, MlflowServer, start_fault_proxy
+from tracking_tasks import RunRef, TrackingConfig, setup_mlflow
+from tracking_tasks.errors import TransientArtifactError
+from tracking_tasks.ops._artifacts.upload import upload_artifacts
+from tracking_tasks.ops._runs import create_mlflow_run as plain_create_run
+
+ARTIFACT_PUTS = r"^PUT /api/2\.0/mlflow-artifacts/artifacts/"
+
+
+@pytest.fixture(scope="module")
+def proxy(mlflow_server: MlflowServer) -> Iterator[FaultProxy]:
+    """One proxy in front of the session's mlflow server; each test sets what it does."""
+    started = start_fault_proxy(mlflow_server.url)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def _set(proxy: FaultProxy, **options: Any) -> None:
+    """Configure every option (unnamed ones back to harmless defaults); counters reset."""
+    defaults: dict[str, Any] = {
+        "fault": "none",
+        "after": 0,
+        "first": 0,
+        "fraction": 0.0,
+        "match": ".*",
+        "retry_after": None,
+        "redirect_from": None,
+        "redirect_to": None,
+        "redirect_query": None,
+        "redirect_status": 307,
+    }
+    proxy.configure(**{**defaults, **options})
+
+
+def _run_via(proxy: FaultProxy, config: TrackingConfig, name: str) -> RunRef:
+    _set(proxy)
+    via = config.model_copy(update={"tracking_uri": proxy.url})
+    return plain_create_run(setup_mlflow.fn(via), run_name=name)
+
+
+# --- Retry-After ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u00b9\u00b2", "1.5", "-1", "soon"])
+def test_a_retry_after_that_is_not_http_counts_as_absent(
+    fluent_reset: None,
+    tracking_config: TrackingConfig, proxy: FaultProxy, tmp_path: Path, value: str
+) -> None:
+    """``"²"`` is a digit to Python (``str.isdigit``) but not to HTTP: it used to raise
+    ``ValueError`` out of the retry logic; now the 429 is a plain transient fault, which
+    the task's retries handle, and the retry lands complete."""
+    run = _run_via(proxy, tracking_config, "retry-after-not-http")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"a" * 10)
+    _set(proxy, fault="429", first=1, retry_after=value, match=ARTIFACT_PUTS)
+    with pytest.raises(TransientArtifactError, match="HTTP 429"):
+        upload_artifacts(run, src, "out")
+    assert proxy.stats()["injected"] == 1  # answered once, not waited on or asked again
+    manifest = upload_artifacts(run, src, "out")  # what the task's retry does
+    assert manifest.complete and [f.path for f in manifest.files] == ["a.txt"]
+    stored = MlflowClient(proxy.url).download_artifacts(run.run_id, "out/a.txt", str(tmp_path))
+    assert Path(stored).read_bytes() == b"a" * 10
