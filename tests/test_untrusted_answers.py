@@ -5,6 +5,7 @@ the real `mlflow server`, through tests/faultproxy.py."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from mlflow import MlflowClient
 
 from tests.servers import FaultProxy, MlflowServer, start_fault_proxy
 from tracking_tasks import RunRef, TrackingConfig, setup_mlflow
-from tracking_tasks.errors import TransientArtifactError
+from tracking_tasks.errors import ArtifactError, TransientArtifactError
+from tracking_tasks.ops._artifacts.download import download_artifacts
 from tracking_tasks.ops._artifacts.upload import upload_artifacts
 from tracking_tasks.ops._runs import create_mlflow_run as plain_create_run
 
@@ -77,3 +79,47 @@ def test_a_retry_after_that_is_not_http_counts_as_absent(
     assert manifest.complete and [f.path for f in manifest.files] == ["a.txt"]
     stored = MlflowClient(proxy.url).download_artifacts(run.run_id, "out/a.txt", str(tmp_path))
     assert Path(stored).read_bytes() == b"a" * 10
+
+
+# --- a redirect to a signed URL -------------------------------------------------------
+
+SIGNED_QUERY = (
+    "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F20261127"
+    "&X-Amz-Security-Token=tt-session-token-0451&X-Amz-Signature=tt-signature-9c1e"
+    "&sig=tt-sas-sig-77&client_secret=tt-client-secret-3&key=tt-api-key-8"
+)
+SIGNED_SECRETS = (
+    "AKIAEXAMPLE",
+    "tt-session-token-0451",
+    "tt-signature-9c1e",
+    "tt-sas-sig-77",
+    "tt-client-secret-3",
+    "tt-api-key-8",
+)
+
+
+def test_a_redirect_to_a_signed_url_is_shown_redacted(
+    fluent_reset: None, tracking_config: TrackingConfig, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """The transport never follows a redirect; the error names where it pointed, with the
+    signature, session token and other secret query values replaced by ``***``."""
+    run = _run_via(proxy, tracking_config, "signed-redirect")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "weights.bin").write_bytes(os.urandom(100))
+    upload_artifacts(run, src, "out")
+    _set(
+        proxy,
+        redirect_from="/api/2.0/mlflow-artifacts/artifacts/",
+        redirect_to="/signed/",
+        redirect_query=SIGNED_QUERY,
+    )
+    with pytest.raises(ArtifactError, match="HTTP 307") as info:
+        download_artifacts(run, "out", tmp_path / "dst")
+    message = str(info.value)
+    assert "/signed/" in message and "X-Amz-Signature=***" in message, message
+    assert "X-Amz-Security-Token=***" in message and "client_secret=***" in message
+    leaked = [s for s in SIGNED_SECRETS if s in message]
+    assert not leaked, f"the error shows {leaked}: {message}"
+    assert proxy.stats()["redirected"] >= 1
+    assert not (tmp_path / "dst").exists()  # a refused download leaves nothing behind

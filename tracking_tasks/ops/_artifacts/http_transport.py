@@ -297,12 +297,13 @@ class _Origin:
             return response
         detail = (response.read(300) if stream else response.data[:300]).decode("utf-8", "replace")
         response.close()
+        location = response.headers.get("Location")
         raise http_status_error(
             response.status,
             response.reason or "",
             detail,
             what,
-            location=response.headers.get("Location"),
+            location=None if location is None else redact_uri(location),  # a signed URL
         )
 
     def _send(
