@@ -105,7 +105,7 @@ def sha256_file(path: Path) -> str:
 def retry_after_seconds(value: str | None) -> float | None:
     """Seconds a ``Retry-After`` header value asks for, read as RFC 9110 (10.2.3) says.
 
-    ``delay-seconds`` is ``1*DIGIT``: ASCII digits only (``"３"`` or ``"²"`` are digits to
+    ``delay-seconds`` is ``1*DIGIT``: ASCII digits only (``"\\uff13"`` or ``"²"`` are digits to
     Python, not to HTTP); otherwise an HTTP-date (a date without a zone counts as GMT).
     Anything else counts as no ``Retry-After`` at all.
 
@@ -134,7 +134,7 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
+        when = when.replace(tzinfo=datetime.UTC)
     return max(when.timestamp() - time.time(), 0.0)
 
 
