@@ -280,7 +280,7 @@ class _Origin:
         try:
             response = self._send(method, url, target, body, sent, stream)
             if response.status == 401 and isinstance(body, bytes | None):  # body can go again
-                fresh = retry_authorization(url)
+                fresh = retry_authorization(url, sent.get("Authorization"))
                 if fresh is not None:
                     response.drain_conn()
                     sent["Authorization"] = fresh
