@@ -5,13 +5,12 @@ filter value ending in a backslash, and the size of every log_batch request as s
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from tests.servers import FaultProxy, MlflowServer, start_fault_proxy
+from tests.servers import FaultProxy
 from tracking_tasks import TrackingConfig, setup_mlflow
 from tracking_tasks.errors import InvalidArgumentError
 from tracking_tasks.ops._filters import tag_equals
@@ -61,27 +60,22 @@ def test_a_tag_value_ending_in_a_backslash_is_found(tracking_config: TrackingCon
     assert best is not None and best.run_id == wanted.run_id
 
 
-@pytest.fixture(scope="module")
-def recorder(mlflow_server: MlflowServer) -> Iterator[FaultProxy]:
-    """A proxy that records the size of every log_batch request it forwards."""
-    proxy = start_fault_proxy(mlflow_server.url)
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
-
-
 @pytest.mark.parametrize(
     ("kind", "char"),
     [("cjk", "\u6f22"), ("control", "\x01"), ("emoji", "\U0001f600")],
 )
 def test_every_log_batch_request_stays_under_the_limit_as_sent(
-    tracking_config: TrackingConfig, recorder: FaultProxy, fluent_reset: None, kind: str, char: str
+    tracking_config: TrackingConfig,
+    module_proxy: FaultProxy,
+    fluent_reset: None,
+    kind: str,
+    char: str,
 ) -> None:
     """A CJK character is 3 bytes of UTF-8 but 6 in the JSON MLflow sends (``\\u6f22``), a
     control character 1 and 6, an emoji 4 and 12: counted as UTF-8, 100 params of 6,000
     such characters went out in requests of up to 3.6 MB. Every request is now under
     MLflow's 1 MB, and every value arrives intact."""
+    recorder = module_proxy  # records the size of every log_batch request it forwards
     via = tracking_config.model_copy(update={"tracking_uri": recorder.url})
     ctx = setup_mlflow.fn(via)
     run = create_mlflow_run(ctx, f"batch-{kind}")

@@ -9,14 +9,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.servers import FaultProxy, MlflowServer, start_fault_proxy
+from tests.servers import FaultProxy, MlflowServer
 from tracking_tasks import RunRef, TrackingConfig, setup_mlflow
 from tracking_tasks.errors import ArtifactError, TransientArtifactError
 from tracking_tasks.ops._artifacts.download import download_artifacts
@@ -27,14 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACT_PUTS = r"^PUT /api/2\.0/mlflow-artifacts/artifacts/"
 
 
-@pytest.fixture(scope="module")
-def proxy(mlflow_server: MlflowServer) -> Iterator[FaultProxy]:
-    """One proxy in front of the session's mlflow server; each test sets what it does."""
-    started = start_fault_proxy(mlflow_server.url)
-    try:
-        yield started
-    finally:
-        started.stop()
+@pytest.fixture
+def proxy(module_proxy: FaultProxy) -> FaultProxy:
+    return module_proxy
 
 
 def _set(proxy: FaultProxy, **options: Any) -> None:

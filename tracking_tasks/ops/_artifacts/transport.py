@@ -50,7 +50,8 @@ class Transport(Protocol):
 
     def put(self, local: Path, remote: str, progress: ProgressFn | None = None) -> str:
         """Store ``local`` at ``remote`` (under the run's artifact root); return the
-        sha256 of the bytes sent."""
+        sha256 of the bytes sent (for the HTTP transport, exactly the size measured when
+        it started; the caller checks the file did not change meanwhile)."""
 
     def list(self, remote_dir: str) -> list[RemoteFile]:
         """Every file under ``remote_dir``, recursively; paths relative to it."""
