@@ -15,7 +15,8 @@ from tracking_tasks.errors import TrackingConfigError
 #: A token provider: an azure-identity ``TokenCredential`` (``get_token(scope)``), or a
 #: callable returning a token string, a ``(token, expires_at)`` pair (epoch seconds), or
 #: an object with ``token`` and ``expires_on`` (azure's ``AccessToken``); or the import
-#: path ``"package.module:name"`` of one of those (a class is instantiated).
+#: path ``"package.module:name"`` of one of those (a class is instantiated), imported
+#: only if allowed (azure-identity's credential classes, or ``allow_token_provider``).
 TokenSource = Callable[[], Any] | Any | str
 
 
