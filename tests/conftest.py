@@ -40,11 +40,13 @@ from prefect.testing.utilities import prefect_test_harness
 from tests.servers import (
     AuthMlflowServer,
     AzureStandin,
+    FaultProxy,
     MlflowServer,
     PostgresServer,
     PrefectServer,
     start_auth_mlflow_server,
     start_azure_standin,
+    start_fault_proxy,
     start_mlflow_server,
     start_postgres_server,
     start_prefect_server,
@@ -253,3 +255,14 @@ def leak_guard() -> Iterator[None]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def module_proxy(mlflow_server: MlflowServer) -> Iterator[FaultProxy]:
+    """tests/faultproxy.py in front of the session's mlflow server, one per test module:
+    each test configures what it injects or records (``configure`` resets the counters)."""
+    proxy = start_fault_proxy(mlflow_server.url)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

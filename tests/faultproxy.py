@@ -29,6 +29,13 @@ serves as a forward proxy (``HTTP_PROXY``):
 a request line with an absolute URL goes upstream in origin form, counted in
 ``as_forward_proxy``.
 
+``redirect_from`` / ``redirect_to`` (control options, or ``--redirect-from`` /
+``--redirect-to``) answer every request whose path starts with ``redirect_from`` with
+``redirect_status`` (307 by default, which keeps the method and body) to the same path
+under ``redirect_to`` instead, with the request's query and ``redirect_query`` appended
+(counted in ``redirected``; never forwarded): a server that moved a team's prefix, or
+hands out a signed URL.
+
 With ``--tls-cert``/``--tls-key`` it serves HTTPS (the upstream stays plain HTTP), and
 ``--strip-path REGEX`` removes the first match from each request's path before it is
 forwarded: together they stand in for a service that serves MLflow's API under a prefix
@@ -36,7 +43,10 @@ forwarded: together they stand in for a service that serves MLflow's API under a
 
 Every request's ``Authorization`` header is recorded, as the sha256 of its value (never
 the value: the control endpoint's answers and a test's failure output stay secret-free),
-counted under ``authorization`` (``"none"`` for requests without one).
+counted under ``authorization`` (``"none"`` for requests without one), and per first
+path segment under ``authorization_by_prefix`` (``{"/team-a": {digest: count}}``). The
+body length (``Content-Length``) of every candidate request is kept in
+``candidate_bodies`` (the first 10,000).
 
 With ``--token-key-env VAR`` (the key read from ``$VAR``, never from the command line) it
 is also a bearer-token gate: a request is forwarded only
@@ -100,6 +110,8 @@ class Policy:
         stall_seconds: float = 5.0,
         slow_seconds: float = 2.0,
         retry_after: str | None = None,
+        redirect_from: str | None = None,
+        redirect_to: str | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self.configure(
@@ -111,6 +123,8 @@ class Policy:
             stall_seconds=stall_seconds,
             slow_seconds=slow_seconds,
             retry_after=retry_after,
+            redirect_from=redirect_from,
+            redirect_to=redirect_to,
         )
 
     def configure(self, **options: Any) -> None:
@@ -133,6 +147,17 @@ class Policy:
             )
             retry_after = options.get("retry_after", getattr(self, "retry_after", None))
             self.retry_after = None if retry_after is None else str(retry_after)
+            for name, default in (
+                ("redirect_from", None),
+                ("redirect_to", None),
+                ("redirect_query", None),
+                ("redirect_status", 307),
+            ):
+                setattr(self, name, options.get(name, getattr(self, name, default)))
+            self.redirect_status = int(self.redirect_status)
+            self.redirected = 0
+            self.authorization_by_prefix: dict[str, dict[str, int]] = {}
+            self.candidate_bodies: list[int] = []
             self.seen = 0
             self.candidates = 0
             self.injected = 0
@@ -142,13 +167,15 @@ class Policy:
             self.refused_tokens = 0
             self.tunnels = 0
 
-    def choose(self, method: str, path: str) -> str:
+    def choose(self, method: str, path: str, length: int = 0) -> str:
         """The fault for this request ("none" to forward it untouched)."""
         with self.lock:
             self.seen += 1
             if not self.match.search(f"{method} {path}"):
                 return "none"
             self.candidates += 1
+            if len(self.candidate_bodies) < 10_000:
+                self.candidate_bodies.append(length)
             if self.fault == "none":
                 return "none"
             if self.candidates <= self.after:
@@ -180,12 +207,34 @@ class Policy:
                 "authorization": dict(self.authorization),
                 "refused_tokens": self.refused_tokens,
                 "tunnels": self.tunnels,
+                "redirect_from": self.redirect_from,
+                "redirect_to": self.redirect_to,
+                "redirected": self.redirected,
+                "authorization_by_prefix": {
+                    k: dict(v) for k, v in self.authorization_by_prefix.items()
+                },
+                "candidate_bodies": list(self.candidate_bodies),
             }
 
-    def note_authorization(self, value: str | None) -> None:
+    def redirect_for(self, path: str) -> str | None:
+        """The ``Location`` for a request to ``path`` (and count it), or None."""
+        with self.lock:
+            source, target = self.redirect_from, self.redirect_to
+            if not source or target is None or not path.startswith(source):
+                return None
+            self.redirected += 1
+            location = target + path[len(source) :]
+            if self.redirect_query:
+                location += ("&" if "?" in location else "?") + self.redirect_query
+            return location
+
+    def note_authorization(self, value: str | None, path: str = "/") -> None:
         key = "none" if value is None else header_digest(value)
+        prefix = "/" + urlsplit(path).path.lstrip("/").split("/", 1)[0]
         with self.lock:
             self.authorization[key] = self.authorization.get(key, 0) + 1
+            seen = self.authorization_by_prefix.setdefault(prefix, {})
+            seen[key] = seen.get(key, 0) + 1
 
     def note_refused_token(self) -> None:
         with self.lock:
@@ -297,9 +346,17 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path == CONTROL_PATH:
             self._control()
             return
+        self.server.policy.note_authorization(self.headers.get("Authorization"), self.path)
+        location = self.server.policy.redirect_for(self.path)
+        if location is not None:
+            self._drain(self._body_length())
+            self.send_response(self.server.policy.redirect_status)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.server.strip_path is not None:
             self.path = self.server.strip_path.sub("", self.path, count=1) or "/"
-        self.server.policy.note_authorization(self.headers.get("Authorization"))
         key = self.server.token_key
         if key is not None and not token_is_valid(key, self.headers.get("Authorization")):
             self.server.policy.note_refused_token()
@@ -307,7 +364,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
             message = {"error_code": "UNAUTHENTICATED", "message": "faultproxy: token refused"}
             self._answer(401, json.dumps(message).encode())
             return
-        fault = self.server.policy.choose(self.command, self.path)
+        fault = self.server.policy.choose(self.command, self.path, self._body_length())
         if fault == "refuse":
             self.close_connection = True
             _abort(self.connection)
@@ -475,6 +532,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     parser.add_argument("--strip-path", help="regex removed from each path before forwarding")
+    parser.add_argument("--redirect-from", help="redirect requests under this path prefix...")
+    parser.add_argument("--redirect-to", help="...to the same path under this prefix (or URL)")
     args = parser.parse_args(argv)
     policy = Policy(
         args.fault,
@@ -485,6 +544,8 @@ def main(argv: list[str] | None = None) -> None:
         args.stall_seconds,
         args.slow_seconds,
         args.retry_after,
+        args.redirect_from,
+        args.redirect_to,
     )
     token_key = os.environ[args.token_key_env] if args.token_key_env else None
     server = ProxyServer(args.port, args.upstream, policy, token_key, args.strip_path)

@@ -307,6 +307,8 @@ def rotating_workspace(
     key = "tt-token-key-" + os.urandom(12).hex()
     monkeypatch.setenv("TT_TEST_TOKEN_KEY", key)
     monkeypatch.setenv("TT_TEST_TOKEN_LIFETIME", "2")
+    # the operator allows the test's provider for blocks, here and in worker processes
+    monkeypatch.setenv("TRACKING_TASKS_TOKEN_PROVIDERS", "tests.helpers:mint_test_token")
     tls = make_self_signed_cert(tmp_path / "tls")
     gate = start_fault_proxy(
         mlflow_server.url,

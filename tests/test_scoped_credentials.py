@@ -330,6 +330,8 @@ def token_gate(
     """The plain server behind a gate that accepts each token for 2 seconds only."""
     monkeypatch.setenv("TT_TEST_TOKEN_KEY", "tt-token-key-" + os.urandom(12).hex())
     monkeypatch.setenv("TT_TEST_TOKEN_LIFETIME", "2")
+    # the operator allows the test's provider for blocks (a block cannot name it itself)
+    monkeypatch.setenv("TRACKING_TASKS_TOKEN_PROVIDERS", "tests.helpers:mint_test_token")
     gate = start_fault_proxy(
         mlflow_server.url, "--token-key-env", "TT_TEST_TOKEN_KEY", env=dict(os.environ)
     )
@@ -375,7 +377,7 @@ def test_a_refused_token_is_asked_again_at_once(
     token_gate: FaultProxy, tmp_path: Path, fluent_reset: None
 ) -> None:
     """A provider that claims an hour but whose tokens die in 2 s: only a 401 tells."""
-    provider = TokenProvider(helpers.mint_lying_test_token)
+    provider = TokenProvider(helpers.mint_lying_test_token, min_refresh_interval=1.0)
     ctx = setup_mlflow.fn(
         experiment_name="token-refused",
         credentials=ServerCredentials(token_gate.url, provider),

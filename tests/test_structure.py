@@ -34,8 +34,8 @@ PUBLIC_API: dict[str, tuple[str, ...]] = {
     ),
     "tracking_tasks.auth": (
         "BasicAuth", "BearerToken", "Credential", "MlflowCredentials", "Origin",
-        "ServerCredentials", "TokenProvider", "TokenSource", "authorization_for",
-        "clear_scoped_credentials", "scoped_origins",
+        "ServerCredentials", "TokenProvider", "TokenSource", "allow_token_provider",
+        "authorization_for", "clear_scoped_credentials", "scoped_origins",
     ),
     "tracking_tasks.azure_ml": (
         "get_azure_tracking_uri", "make_ml_client", "workspace_of",

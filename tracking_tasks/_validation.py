@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tracking_tasks.errors import InvalidLogDataError
+from tracking_tasks.errors import InvalidArgumentError, InvalidLogDataError
 
 # MLflow's own limits (mlflow/utils/validation.py), restated so a batch is checked whole
 # before its first request: MLflow itself would refuse it part way through.
@@ -19,6 +19,9 @@ MAX_ENTITIES_PER_BATCH = 1000
 MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
 MAX_KEY_LENGTH = 250
+#: The runs table's name column (``String(250)``): PostgreSQL and MySQL refuse a longer
+#: name, SQLite stores it, so the library refuses it everywhere.
+MAX_RUN_NAME_LENGTH = 250
 _VALID_KEY = re.compile(r"^[/\w.\- :]*$")
 
 
@@ -47,6 +50,27 @@ def check_key(key: Any, kind: str) -> str:
             f"'//' or trailing '/'): write {norm.lstrip('/')!r}"
         )
     return key
+
+
+def check_run_name(run_name: Any) -> str | None:
+    """Return ``run_name`` if every MLflow backend stores it (None: MLflow picks one).
+
+    Raises:
+        InvalidArgumentError: not a string, or longer than 250 characters.
+    """
+    if run_name is None:
+        return None
+    if not isinstance(run_name, str):
+        raise InvalidArgumentError(
+            f"run_name {run_name!r} is a {type(run_name).__name__}; give a string"
+        )
+    if len(run_name) > MAX_RUN_NAME_LENGTH:
+        raise InvalidArgumentError(
+            f"run_name {run_name[:40]!r}... is {len(run_name)} characters; MLflow stores at "
+            f"most {MAX_RUN_NAME_LENGTH} (PostgreSQL and MySQL refuse a longer one): shorten "
+            "it, and keep what does not fit in a tag or param"
+        )
+    return run_name
 
 
 def _as_mapping(values: Any, kind: str) -> Mapping[Any, Any]:

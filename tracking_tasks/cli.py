@@ -171,6 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What a terminal would act on instead of showing: C0 controls (ESC, BEL, CR, LF...),
+#: DEL, C1 controls (CSI, OSC...), and the bidirectional overrides that reorder a line.
+_CONTROL = [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ESCAPES = {code: (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}") for code in _CONTROL}
+
+
+def _printable(text: Any) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``), not obeyed.
+
+    Names, tags and messages come from the tracking server: a run named
+    ``"\\x1b]0;...\\x07"`` must not retitle the terminal, move the cursor or hide a line.
+    Every table and detail line goes through here; JSON output escapes them itself.
+    """
+    return str(text).translate(_ESCAPES)
+
+
 def _short_time(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
 
@@ -183,9 +199,14 @@ def _metrics_cell(metrics: dict[str, float], width: int = 48) -> str:
 def _table(runs: Sequence[Any]) -> str:
     header = ("RUN ID", "NAME", "STATUS", "STARTED (UTC)", "METRICS")
     rows = [
-        (r.run_id, r.run_name, r.status, _short_time(r.start_time), _metrics_cell(r.metrics))
+        tuple(
+            _printable(cell)
+            for cell in (
+                r.run_id, r.run_name, r.status, _short_time(r.start_time), _metrics_cell(r.metrics)
+            )
+        )
         for r in runs
-    ]
+    ]  # fmt: skip
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
@@ -209,7 +230,7 @@ def _details(run: Any) -> str:
     for title, values in (("params", run.params), ("metrics", run.metrics), ("tags", run.tags)):
         lines.append(f"{title}:" + ("" if values else " -"))
         lines.extend(f"  {key} = {values[key]}" for key in sorted(values))
-    return "\n".join(lines)
+    return "\n".join(_printable(line) for line in lines)
 
 
 def _json(value: Any) -> str:
@@ -244,7 +265,7 @@ def _reconcile_table(report: Any) -> str:
         ]
     lines.append(f"  left running (flow run not over): {len(report.left_running)}")
     lines += [f"  error: {message}" for message in report.errors]
-    return "\n".join(lines)
+    return "\n".join(_printable(line) for line in lines)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -295,7 +316,7 @@ def _run(args: argparse.Namespace) -> int:
             message = f"no {status or ''} run has metric {args.metric!r}".replace("  ", " ")
             if args.format == "json":
                 print("null")
-            print(message, file=sys.stderr)
+            print(_printable(message), file=sys.stderr)
             return EXIT_NOTHING_FOUND
         print(_json(found) if args.format == "json" else _details(found))
         return EXIT_OK
@@ -305,7 +326,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _fail(exc: BaseException) -> None:
-    print("tracking-tasks: error: " + " ".join(str(exc).split()), file=sys.stderr)
+    print("tracking-tasks: error: " + _printable(" ".join(str(exc).split())), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

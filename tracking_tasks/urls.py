@@ -26,9 +26,35 @@ __all__ = [
 KNOWN_SCHEMES = frozenset(
     {"http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "azureml", "file"}
 )
-#: Query parameters that carry secrets (SAS signatures, tokens, passwords).
+#: Query parameters that carry secrets, lower case (a query key matches in any case):
+#: passwords, tokens, OAuth client secrets, API keys, and the signatures and session
+#: tokens of signed URLs (Azure SAS ``sig``, S3 ``X-Amz-*``, GCS ``X-Goog-Signature``).
+#: The one list: ``redact_uri`` hides them and ``check_uri`` refuses them.
 _SECRET_QUERY_KEYS = frozenset(
-    {"password", "passwd", "pwd", "token", "access_token", "secret", "sig", "api_key", "apikey"}
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "sslpassword",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "secret",
+        "client_secret",
+        "key",
+        "api_key",
+        "apikey",
+        "access_key",
+        "secret_key",
+        "sig",
+        "signature",
+        "x-amz-signature",
+        "x-amz-security-token",
+        "x-amz-credential",
+        "x-goog-signature",
+        "x-goog-credential",
+    }
 )
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -68,6 +94,8 @@ def redact_uri(uri: str) -> str:
     Example:
         >>> redact_uri("postgresql://ml:hunter2@db/mlflow")
         'postgresql://ml:***@db/mlflow'
+        >>> redact_uri("https://b.s3.amazonaws.com/k?X-Amz-Signature=abc&X-Amz-Expires=60")
+        'https://b.s3.amazonaws.com/k?X-Amz-Signature=***&X-Amz-Expires=60'
     """
     parts = urlsplit(uri)
     secret_query = any(k.lower() in _SECRET_QUERY_KEYS for k, _ in parse_qsl(parts.query))

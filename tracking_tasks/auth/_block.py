@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tracking_tasks._private_apis import block_document_name
 from tracking_tasks.auth._apply import apply_credentials, register_loader
 from tracking_tasks.auth._kinds import BasicAuth, BearerToken, Credential
+from tracking_tasks.auth._providers import check_token_provider, check_token_scope
 from tracking_tasks.auth._tokens import TokenProvider
 from tracking_tasks.config._models import AzureMLWorkspace
 from tracking_tasks.config._resolve import resolve_tracking_uri
@@ -19,7 +27,6 @@ from tracking_tasks.urls import check_uri
 
 #: The kind of a saved block's credentials reference: ``"mlflow-credentials/<name>"``.
 BLOCK_REFERENCE_KIND = "mlflow-credentials"
-_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 class MlflowCredentials(Block):
@@ -41,18 +48,25 @@ class MlflowCredentials(Block):
         password: Password for HTTP basic auth.
         token: Bearer token (instead of username and password).
         token_provider: Import path ``"package.module:name"`` of a token provider,
-            instead of a fixed token: a callable returning a token (or ``(token,
-            expires_at)``), or an azure-identity credential class such as
-            ``"azure.identity:DefaultAzureCredential"``. Asked for a fresh token before
-            the last one expires, in whichever process uses the block.
-        token_scope: The scope asked of an azure-identity credential
-            (default ``https://ml.azure.com/.default``).
+            instead of a fixed token: an azure-identity credential class such as
+            ``"azure.identity:DefaultAzureCredential"``, or a callable returning a token
+            (or ``(token, expires_at)``) that the operator allowed
+            (``allow_token_provider``, or ``$TRACKING_TASKS_TOKEN_PROVIDERS``): a block
+            can name nothing else. Asked for a fresh token before the last one expires,
+            in whichever process uses the block. Needs ``tracking_uri`` or
+            ``azure_workspace``.
+        token_scope: The scope asked of an azure-identity credential; it must belong to
+            the block's own server: for an Azure ML workspace Azure ML's or Resource
+            Manager's (default ``https://ml.azure.com/.default``), for an HTTP(S) server a
+            scope on its own host (``https://<host>/.default``), required there.
         azure_workspace: An Azure ML workspace to track into instead of
             ``tracking_uri`` (authenticated through Azure, not these secrets).
 
     Raises:
         pydantic.ValidationError: a password without a username, both a password and a
-            token, both a tracking URI and an Azure workspace, or a URI with a password.
+            token, both a tracking URI and an Azure workspace, a URI with a password, a
+            token provider this process does not allow, or a token scope of another
+            audience than the block's server.
 
     Example:
         >>> from pydantic import SecretStr
@@ -122,12 +136,21 @@ ctx = setup_mlflow(experiment_name="ner", credentials=credentials)
         if self.token_provider is not None:
             if self.password is not None or self.token is not None:
                 raise ValueError("give a token_provider or a password or a token, not two")
-            if not _IMPORT_PATH.match(self.token_provider):
-                raise ValueError(
-                    "token_provider is an import path 'package.module:name', e.g. "
-                    "'azure.identity:DefaultAzureCredential'"
-                )
+            self._check_token_source()
+        elif self.token_scope is not None:
+            raise ValueError("token_scope is the scope of a token_provider: give one, or drop it")
         return self
+
+    def _check_token_source(self) -> str | None:
+        """The scope to ask, once provider and scope are checked against the block's server."""
+        assert self.token_provider is not None
+        provider = check_token_provider(self.token_provider)
+        return check_token_scope(
+            self.token_scope,
+            provider,
+            self.tracking_uri,
+            workspace=self.azure_workspace is not None,
+        )
 
     def scoped_credential(self) -> Credential | None:
         """The credential to attach to requests for this block's server, or None.
@@ -138,13 +161,21 @@ ctx = setup_mlflow(experiment_name="ner", credentials=credentials)
         Returns:
             ``BasicAuth``, ``BearerToken`` or ``TokenProvider``; None without a secret.
 
+        Raises:
+            TrackingConfigError: the token provider or its scope is not allowed (checked
+                again here: the block may have been made without validation).
+
         Example:
             >>> MlflowCredentials(username="a", password=SecretStr("p")).scoped_credential()
             BasicAuth(username='a')
         """
         if self._credential is None:
             if self.token_provider is not None:
-                self._credential = TokenProvider(self.token_provider, scope=self.token_scope)
+                # checked again: a block made without validation, or changed since
+                scope = self._check_token_source()
+                self._credential = TokenProvider(
+                    self.token_provider, scope=scope, default_scope=None
+                )
             elif self.token is not None:
                 self._credential = BearerToken(self.token)
             elif self.username and self.password is not None:
@@ -202,7 +233,8 @@ def load_block(name: str) -> MlflowCredentials:
 
     Raises:
         TrackingConfigError: the block cannot be loaded (no such block, or no Prefect
-            API reachable); the message names the block and what to check.
+            API reachable), or its content is refused (a token provider or scope not
+            allowed); the message names the block and what to check.
 
     Example:
         >>> load_block("no-such-block")
@@ -213,6 +245,13 @@ def load_block(name: str) -> MlflowCredentials:
     try:
         block = MlflowCredentials.load(name)
     except Exception as exc:
+        invalid = exc if isinstance(exc, ValidationError) else exc.__cause__
+        if isinstance(invalid, ValidationError):  # saved by an older version, or edited
+            problems = "; ".join(str(error["msg"]) for error in invalid.errors())
+            raise TrackingConfigError(
+                f"the MlflowCredentials block {name!r} is refused: {problems}. Fix the "
+                "block (or the operator's allowed token providers) and save it again"
+            ) from exc
         raise TrackingConfigError(
             f"could not load the MlflowCredentials block {name!r} ({type(exc).__name__}): "
             "check its name and that PREFECT_API_URL reaches the Prefect API it is saved in"

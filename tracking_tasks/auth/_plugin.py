@@ -13,6 +13,7 @@ environment variables, if the user set them). A refused token is handled by
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
@@ -23,14 +24,35 @@ from tracking_tasks.auth._scope import PROVIDER_NAME, authorization_for, retry_a
 
 
 class ScopedAuth(requests.auth.AuthBase):
-    """Adds the scoped credential of the request's origin, and nothing elsewhere."""
+    """Adds the scoped credential of the request's origin, and nothing elsewhere.
+
+    A request that got one also gets a response hook, which (1) sends it again once
+    after a 401 if :func:`~tracking_tasks.auth._scope.retry_authorization` gives a fresh
+    value, and (2) on a redirect, authorises the next request for *its* URL: requests
+    keeps the header on a redirect to the same host and port, so a server at
+    ``/team-a/`` redirecting to ``/team-b/`` would otherwise carry team A's secret there.
+    The next request gets the credential scoped to its own origin and prefix, or none.
+    """
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         value = authorization_for(request.url or "")
         if value is not None:
             request.headers["Authorization"] = value
-            request.register_hook("response", self._retry_on_401)
+            request.register_hook("response", self._on_response)
         return request
+
+    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        response = self._retry_on_401(response, **kwargs)
+        if response.is_redirect:
+            # requests copies this request for the redirect (then drops the header only
+            # for another host): set what the target's own origin and prefix allow
+            target = urljoin(response.url, response.headers["Location"])
+            value = authorization_for(target)
+            if value is None:
+                response.request.headers.pop("Authorization", None)
+            else:
+                response.request.headers["Authorization"] = value
+        return response
 
     def _retry_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         request = response.request
@@ -40,18 +62,22 @@ class ScopedAuth(requests.auth.AuthBase):
             or not isinstance(request.body, bytes | str | type(None))  # a stream: not again
         ):
             return response
-        value = retry_authorization(request.url or "")
+        refused = request.headers.get("Authorization")
+        value = retry_authorization(
+            request.url or "", refused if isinstance(refused, str) else None
+        )
         if value is None:
             return response
         response.content  # noqa: B018  (read it so the connection can be reused)
         response.close()
-        retry = request.copy()
-        retry.headers["Authorization"] = value
-        retry._tt_retried = True  # type: ignore[attr-defined]
+        # the same request object, sent again: requests follows a redirect from the
+        # request it was given, so a copy would leave the refused header on that path
+        request.headers["Authorization"] = value
+        request._tt_retried = True  # type: ignore[attr-defined]
         connection = response.connection  # type: ignore[attr-defined]
-        again: requests.Response = connection.send(retry, **kwargs)
+        again: requests.Response = connection.send(request, **kwargs)
         again.history.append(response)
-        again.request = retry
+        again.request = request
         return again
 
     def __eq__(self, other: object) -> bool:

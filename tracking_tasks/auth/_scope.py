@@ -169,30 +169,39 @@ def authorization_for(url: str) -> str | None:
     return None if entry is None else entry.credential.authorization()
 
 
-def retry_authorization(url: str) -> str | None:
+def retry_authorization(url: str, refused: str | None) -> str | None:
     """After the server refused a request to ``url`` with HTTP 401: the value to send it
     again with once, or None when sending again would not help.
 
     The one rule for a refused request, used by MLflow's requests (the plugin) and the
     artifact transport: only a token provider's credential is asked again (a fixed
-    token or password would be refused again); the caller sends the request once more
-    at most, and only if its body can be sent again.
+    token or password would be refused again), and it bounds how often
+    (``TokenProvider.after_refusal``: one fetch for all the requests refused with the
+    same token, none again within ``min_refresh_interval``); the caller sends the
+    request once more at most, and only if its body can be sent again.
 
     Args:
         url: The refused request's URL.
+        refused: The ``Authorization`` value it carried.
 
     Returns:
         A fresh ``Authorization`` value, or None.
 
     Example:
-        >>> retry_authorization("http://nowhere.invalid/api") is None
+        >>> retry_authorization("http://nowhere.invalid/api", "Bearer t0k") is None
         True
     """
     entry = _entry_for(url)
     if entry is None or not isinstance(entry.credential, TokenProvider):
         return None
-    log.info("The tracking server refused the token; asked its provider for a fresh one")
-    return entry.credential.authorization(refresh=True)
+    value = entry.credential.after_refusal(refused)
+    if value is None:
+        log.info("The tracking server refused a fresh token: not asking its provider again yet")
+    elif value != refused:
+        log.info(
+            "The tracking server refused the token; sending the request again with a fresh one"
+        )
+    return value if value != refused else None
 
 
 def scoped_origins() -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Sequence
 
 from tracking_tasks._status import RUN_STATUSES
@@ -16,6 +18,11 @@ def quote_value(value: str) -> str:
 
     Returns:
         The quoted literal.
+
+    MLflow's grammar has no escapes: the characters between the quotes are the value.
+    But its tokenizer reads a backslash before a quote as an escaped quote, so a literal
+    ending in a backslash (``'C:\\data\\'``) closes only where no quote of its kind
+    follows in the filter: :func:`and_` puts such clauses last.
 
     Raises:
         InvalidSearchError: the value holds both quote characters (MLflow's grammar has
@@ -98,8 +105,16 @@ def status_equals(status: str) -> str:
     return f"attributes.status = {quote_value(checked)}"
 
 
+#: A clause whose last literal ends in a backslash (``tags.p = 'C:\\'``).
+_ENDS_IN_BACKSLASH = re.compile(r"\\(['\"])\s*$")
+
+
 def and_(*clauses: str) -> str:
     """Join filter clauses with AND, skipping empty ones.
+
+    A clause whose value ends in a backslash goes last: MLflow's tokenizer would read
+    its closing quote as escaped and run on into the next clause's quotes, but at the
+    end of the filter it finds the literal's real end.
 
     Args:
         *clauses: Filter strings.
@@ -107,11 +122,29 @@ def and_(*clauses: str) -> str:
     Returns:
         The conjunction ("" for none).
 
+    Raises:
+        InvalidSearchError: several values end in a backslash and no order of them
+            parses (each needs no quote of its own kind after it).
+
     Example:
         >>> and_("metrics.f1 > 0.8", "", tag_equals("stage", "hpo"))
         "metrics.f1 > 0.8 AND tags.`stage` = 'hpo'"
+        >>> and_(tag_equals("dir", "C:\\\\"), tag_equals("stage", "hpo"))
+        "tags.`stage` = 'hpo' AND tags.`dir` = 'C:\\\\'"
     """
-    return " AND ".join(c for c in clauses if c)
+    present = [c for c in clauses if c]
+    trailing = [c for c in present if _ENDS_IN_BACKSLASH.search(c)]
+    others = [c for c in present if not _ENDS_IN_BACKSLASH.search(c)]
+    for order in itertools.permutations(trailing):
+        if all(
+            _ENDS_IN_BACKSLASH.search(clause)[1] not in "".join(order[i + 1 :])  # type: ignore[index]
+            for i, clause in enumerate(order)
+        ):
+            return " AND ".join([*others, *order])
+    raise InvalidSearchError(
+        f"{len(trailing)} filter values end in a backslash and MLflow's filter syntax "
+        f"cannot hold them together: {trailing}; search with fewer such values at once"
+    )
 
 
 def check_filter(filter_string: str | None) -> str:

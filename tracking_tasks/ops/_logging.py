@@ -6,6 +6,7 @@ share one send path (``send_batch``) and its delivery rule; split, they would no
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -37,19 +38,39 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# MLflow refuses a log_batch body over 1 MB; stay clear of it with an estimate per entity.
+# A log_batch request is at most 1 MB (MLflow's MAX_BATCH_LOG_REQUEST_SIZE; the server's
+# own check in 3.17 measures the parsed body and never fires, but a proxy in front of it
+# does: nginx's default client_max_body_size is 1 MB). The entities of one request are
+# kept under this, which leaves room for the run id and the JSON around the lists.
 _MAX_BATCH_BYTES = 900_000
-_ENTITY_OVERHEAD_BYTES = 64
+# What an entity adds around its key and value: '{"key": , "value": }, ' for a param or
+# tag; for a metric also its value, timestamp and step at their longest.
+_PARAM_OVERHEAD_BYTES = 22
+_METRIC_OVERHEAD_BYTES = 131
+
+
+def _json_length(text: str) -> int:
+    """Bytes ``text`` takes in the request: MLflow's client sends ``json.dumps`` output
+    (requests' ``json=``), where every non-ASCII character is a ``\\uXXXX`` escape (6
+    bytes for a CJK character, 12 for an emoji) and a control character 2 or 6 bytes."""
+    return len(json.dumps(text))
 
 
 def _size(key: str, value: str) -> int:
-    return len(key.encode()) + len(value.encode()) + _ENTITY_OVERHEAD_BYTES
+    return _json_length(key) + _json_length(value) + _PARAM_OVERHEAD_BYTES
+
+
+def _metric_size(key: str) -> int:
+    return _json_length(key) + _METRIC_OVERHEAD_BYTES
 
 
 def batches(
     metrics: list[Metric], params: list[Param], tags: list[RunTag]
 ) -> Iterator[tuple[list[Metric], list[Param], list[RunTag]]]:
-    """Split entities into log_batch requests within MLflow's count and size limits."""
+    """Split entities into log_batch requests within MLflow's count and size limits.
+
+    Sizes are those of the request as sent (escaped JSON), not of the UTF-8 text.
+    """
     m, p, t = 0, 0, 0
     while m < len(metrics) or p < len(params) or t < len(tags):
         budget_bytes = _MAX_BATCH_BYTES
@@ -74,7 +95,7 @@ def batches(
         )
         chunk_metrics: list[Metric] = []
         while m < len(metrics) and len(chunk_metrics) < room:
-            size = _size(metrics[m].key, "0.0000000000000000e+00")
+            size = _metric_size(metrics[m].key)
             if (chunk_params or chunk_tags or chunk_metrics) and size > budget_bytes:
                 break
             chunk_metrics.append(metrics[m])

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tracking_tasks._status import TERMINAL_STATUSES
-from tracking_tasks._validation import check_tags
+from tracking_tasks._validation import check_run_name, check_tags
 from tracking_tasks.errors import (
     InvalidArgumentError,
     RunCreationError,
@@ -100,6 +100,7 @@ def plan_run(
 
     Raises:
         TrackingConfigError: ``context`` is not a ``TrackingContext``.
+        InvalidArgumentError: ``run_name`` is not a string or longer than 250 characters.
         InvalidParentRunError: the parent ``RunRef`` is on another server or experiment.
         InvalidLogDataError: a tag is invalid.
         ConfigHashError: ``config`` cannot be hashed.
@@ -116,6 +117,7 @@ def plan_run(
             f"context must be the TrackingContext returned by setup_mlflow, not "
             f"{type(context).__name__}"
         )
+    run_name = check_run_name(run_name)
     user_tags = check_tags(tags or {})
     digest = config_hash(config) if config is not None else None
     parent = parent_run_id.run_id if isinstance(parent_run_id, RunRef) else parent_run_id
@@ -278,6 +280,8 @@ def create_mlflow_run(
         The run's ``RunRef``.
 
     Raises:
+        InvalidArgumentError: ``run_name`` is longer than 250 characters (checked before
+            anything is written).
         InvalidLogDataError: a tag is invalid (checked before anything is written).
         ConfigHashError: ``config`` cannot be hashed.
         InvalidParentRunError: the parent run does not exist, is deleted, or lives in

@@ -100,6 +100,8 @@ def open_mlflow_run(
 
     Raises:
         TrackingConfigError: ``context`` is not a ``TrackingContext``.
+        InvalidArgumentError: ``run_name`` is longer than 250 characters (checked before
+            anything is written).
         InvalidLogDataError: a tag is invalid (checked before anything is written).
         ConfigHashError: ``config`` cannot be hashed.
         RunCreationError: MLflow refused to create or reopen the run.

@@ -58,8 +58,9 @@ def download_artifacts(
     Every name (listed, in the manifest, inside an archive) is checked before anything
     is written: an absolute path, a ``..`` component, or an archive link or device
     raises ``UnsafeArtifactPathError`` and ``dst_dir`` is left untouched. Files are
-    fetched into a staging folder next to ``dst_dir`` and moved in only once all
-    passed. The Prefect task ``tracking_tasks.download_artifacts`` retries transient
+    fetched into a hidden staging folder inside ``dst_dir`` (``.tt-download-*``: on its
+    own filesystem, so a mount point or a read-only parent works) and moved in only
+    once all passed; a refused download removes it, and ``dst_dir`` if it made it. The Prefect task ``tracking_tasks.download_artifacts`` retries transient
     faults like ``upload_artifacts``.
 
     Args:
@@ -125,6 +126,17 @@ def download_artifacts(
         )
 
 
+#: The hidden folder a download stages its files in, inside the destination.
+STAGING_PREFIX = ".tt-download-"
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and missing parents; return those made, deepest first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
 def _download_with(
     transport: Transport,
     run_id: str,
@@ -184,10 +196,12 @@ def _download_with(
                     f"{where} holds {len(extra)} files its manifest does not list: {extra[:10]}"
                 )
 
-        # staging on dst's filesystem (for os.replace), in its nearest existing ancestor,
-        # so that a refused download leaves no folder behind
-        anchor = next(p for p in (dst.parent, *dst.parent.parents) if p.is_dir())
-        staging = Path(tempfile.mkdtemp(prefix=".tt-download-", dir=anchor))
+        # staging inside dst itself: on dst's own filesystem (os.replace cannot cross
+        # into a mount point such as a container volume) and writable wherever dst is
+        # (its parent may be read-only); removed on the way out, with any folder made
+        made = _make_folder(dst)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dst))
+        done = False
         try:
             fetched = staging / "fetched"
 
@@ -223,13 +237,17 @@ def _download_with(
                         moves.append((unpacked / rel, join(folder, rel)))
                 else:
                     moves.append((fetched / name, name))
-            dst.mkdir(parents=True, exist_ok=True)
             for source, rel in moves:
                 target = inside(dst, rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
+            done = True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            if not done:  # a refused download leaves dst as it was: no folder it made
+                for made_folder in made:
+                    with contextlib.suppress(OSError):
+                        made_folder.rmdir()
     log.info(
         "Downloaded %d files from %s to %s (%s)",
         len(moves),

@@ -24,6 +24,7 @@ from tracking_tasks.auth._scope import PROVIDER_NAME, authorization_for, retry_a
 from tracking_tasks.errors import (
     ArtifactError,
     ArtifactNotFoundError,
+    ArtifactVerificationError,
     RunNotFoundError,
     UnsafeArtifactPathError,
     http_status_error,
@@ -55,18 +56,31 @@ SMALL_FILE_BYTES = 1024 * 1024
 _ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 
 
-class _FileBody:
-    """A streamed request body: reads the file in chunks, hashing and counting them.
+def _shrank(path: Path, size: int, read: int) -> ArtifactVerificationError:
+    return ArtifactVerificationError(
+        f"{str(path)!r} shrank while it was being uploaded ({read} of the {size} bytes "
+        "measured were there): upload it again once it is written"
+    )
 
-    The sha256 runs on a helper thread fed through a bounded queue (at most 8 chunks,
-    8 MiB, in flight): hashlib and the socket both release the GIL, so hashing overlaps
-    sending instead of adding to it.
+
+class _FileBody:
+    """A streamed request body: exactly ``size`` bytes of the file, hashed and counted.
+
+    It stops at ``size`` (the ``Content-Length`` sent) even if the file has grown since
+    it was measured: urllib3 sends a body until it reads nothing, and the extra bytes
+    would be read by the server as the start of the next request on that keep-alive
+    connection. A file that ends before ``size`` raises ``ArtifactVerificationError``,
+    which aborts the request (urllib3 closes the connection). The sha256 runs on a
+    helper thread fed through a bounded queue (at most 8 chunks, 8 MiB, in flight):
+    hashlib and the socket both release the GIL, so hashing overlaps sending.
     """
 
     _QUEUE_CHUNKS = 8
 
     def __init__(self, path: Path, size: int, progress: ProgressFn | None) -> None:
+        self._path = path
         self._file = path.open("rb")
+        self._left = size
         self._size = size
         self._progress = progress
         self._digest = hashlib.sha256()
@@ -82,11 +96,15 @@ class _FileBody:
     def read(self, amount: int = -1) -> bytes:
         # urllib3 asks for 16 KiB blocks; 1 MiB ones cost 64x fewer Python round trips
         # and sendall() takes whatever it is given
-        chunk = self._file.read(max(amount, CHUNK_BYTES))
-        if chunk:
-            self._chunks.put(chunk)
-            if self._progress is not None:
-                self._progress(len(chunk))
+        if self._left <= 0:
+            return b""
+        chunk = self._file.read(min(max(amount, CHUNK_BYTES), self._left))
+        if not chunk:
+            raise _shrank(self._path, self._size, self._size - self._left)
+        self._left -= len(chunk)
+        self._chunks.put(chunk)
+        if self._progress is not None:
+            self._progress(len(chunk))
         return chunk
 
     def __len__(self) -> int:
@@ -279,7 +297,7 @@ class _Origin:
         try:
             response = self._send(method, url, target, body, sent, stream)
             if response.status == 401 and isinstance(body, bytes | None):  # body can go again
-                fresh = retry_authorization(url)
+                fresh = retry_authorization(url, sent.get("Authorization"))
                 if fresh is not None:
                     response.drain_conn()
                     sent["Authorization"] = fresh
@@ -296,12 +314,13 @@ class _Origin:
             return response
         detail = (response.read(300) if stream else response.data[:300]).decode("utf-8", "replace")
         response.close()
+        location = response.headers.get("Location")
         raise http_status_error(
             response.status,
             response.reason or "",
             detail,
             what,
-            location=response.headers.get("Location"),
+            location=None if location is None else redact_uri(location),  # a signed URL
         )
 
     def _send(
@@ -384,7 +403,10 @@ class HttpTransport:
         size = local.stat().st_size
         what = f"upload of {remote!r} to {self.description}"
         if size <= SMALL_FILE_BYTES:
-            body = local.read_bytes()
+            with local.open("rb") as f:
+                body = f.read(size)  # what was measured: bytes appended since stay home
+            if len(body) != size:
+                raise _shrank(local, size, len(body))
             self.http.request("PUT", self._target(remote), what, body=body)
             if progress is not None:
                 progress(len(body))

@@ -142,18 +142,18 @@ def put_manifest(
 
 
 def same_intent(stored: ArtifactManifest | None, intent: ArtifactManifest) -> bool:
-    """True when an incomplete stored manifest already lists these paths and sizes.
+    """True when an incomplete stored manifest already says what ``intent`` says.
 
-    Its sha256 values are then those of the same local files (or empty for files not
-    yet sent, which are compared by size), so rewriting it would change nothing useful.
+    Same paths, sizes and sha256 values: a file about to be sent has no sha256 in the
+    intent, so a stored manifest that still vouches for an earlier copy of it is
+    rewritten before the file is sent (it would claim bytes the server may no longer
+    hold once the new ones land).
     """
     if stored is None or stored.complete:
         return False
-    sizes = {e.path: e.size for e in stored.files}
-    return sizes == {e.path: e.size for e in intent.files} and all(
-        e.sha256 in ("", i.sha256) or not i.sha256
-        for e, i in zip(stored.files, intent.files, strict=True)
-    )
+    return [(e.path, e.size, e.sha256) for e in stored.files] == [
+        (e.path, e.size, e.sha256) for e in intent.files
+    ]
 
 
 def verify_listing(

@@ -50,7 +50,8 @@ class Transport(Protocol):
 
     def put(self, local: Path, remote: str, progress: ProgressFn | None = None) -> str:
         """Store ``local`` at ``remote`` (under the run's artifact root); return the
-        sha256 of the bytes sent."""
+        sha256 of the bytes sent (for the HTTP transport, exactly the size measured when
+        it started; the caller checks the file did not change meanwhile)."""
 
     def list(self, remote_dir: str) -> list[RemoteFile]:
         """Every file under ``remote_dir``, recursively; paths relative to it."""
@@ -103,7 +104,11 @@ def sha256_file(path: Path) -> str:
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds a ``Retry-After`` header value asks for: delay-seconds or an HTTP-date.
+    """Seconds a ``Retry-After`` header value asks for, read as RFC 9110 (10.2.3) says.
+
+    ``delay-seconds`` is ``1*DIGIT``: ASCII digits only (``"\\uff13"`` or ``"²"`` are digits to
+    Python, not to HTTP); otherwise an HTTP-date (a date without a zone counts as GMT).
+    Anything else counts as no ``Retry-After`` at all.
 
     Returns:
         The wait (0 for a date in the past), or None for a missing or unreadable value.
@@ -111,19 +116,26 @@ def retry_after_seconds(value: str | None) -> float | None:
     Example:
         >>> retry_after_seconds("3"), retry_after_seconds(None), retry_after_seconds("soon")
         (3.0, None, None)
+        >>> retry_after_seconds("\uff13"), retry_after_seconds("\u00b2")  # not ASCII digits
+        (None, None)
     """
+    import datetime
     import email.utils
     import time
 
     if value is None:
         return None
-    text = value.strip()
-    if text.isdigit():
+    text = value.strip(" \t")
+    if text.isascii() and text.isdigit():
         return float(text)
+    if not text.isascii() or not text[:1].isalpha():  # an HTTP-date starts with a day name
+        return None
     try:
         when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
     return max(when.timestamp() - time.time(), 0.0)
 
 

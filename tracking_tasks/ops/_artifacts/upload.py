@@ -99,6 +99,14 @@ def _sizes(files: list[tuple[str, Path]]) -> list[ManifestEntry]:
         raise LocalArtifactPathError(f"cannot read a local file: {exc}") from exc
 
 
+def _vouched(
+    entry: ManifestEntry, remote: dict[str, int | None], known: dict[str, ManifestEntry]
+) -> bool:
+    """The server holds a file of this size that the stored manifest records a sha256 for."""
+    stored = known.get(entry.path)
+    return remote.get(entry.path) == entry.size and stored is not None and bool(stored.sha256)
+
+
 def upload_artifacts(
     run: RunRef,
     local_path: str | os.PathLike[str],
@@ -117,13 +125,18 @@ def upload_artifacts(
     ``archive=True`` the folder goes as one deterministic ``<folder name>.tar.gz``
     (same files, same bytes) whose manifest entry lists the files inside.
 
-    **Resumable.** Before sending, the folder is listed: a file is skipped when the
-    listing shows it with the same size *and*, if a manifest is stored there (one is
-    stored, marked incomplete, before any file is sent), that manifest records the
-    same sha256 for it. Sizes alone decide where the stored manifest has no sha256:
-    a file an interrupted attempt was still sending (the server stores files
-    atomically), or a folder with no manifest. So a Prefect retry, or a re-run with
-    the same inputs, sends only what is missing or changed.
+    **Resumable.** A file is skipped only when the folder's listing shows it with the
+    same size *and* the stored manifest records the sha256 the local file has now. A
+    manifest records a sha256 only for bytes the server acknowledged (it is stored,
+    incomplete, before any file is sent, without the sha256 of those about to go, and
+    again with those that landed when an attempt fails). Anything else is sent again: a
+    same-size file nothing vouches for, one that changed since, a folder with no
+    manifest. So a retry, or a re-run, sends only what is missing or changed.
+
+    **Files that change while sent.** A file is sent with the size measured when the
+    upload started, and exactly that many bytes (never what was appended since); if its
+    size or modification time differ after it was sent, or it shrank, it fails with
+    ``ArtifactVerificationError`` naming it, and the manifest does not vouch for it.
 
     **Verified.** After sending, the folder is listed again and every manifest entry
     must be there with its size, else ``ArtifactVerificationError``; then the manifest
@@ -217,22 +230,19 @@ def upload_artifacts(
         remote = {f.path: f.size for f in transport.list(root)}
         previous = read_manifest(transport, root, scratch) if MANIFEST_NAME in remote else None
         known = {e.path: e for e in previous.files} if previous else {}
-        # hash up front only the files a same-size copy may already stand for; the
-        # others are hashed while they are sent (one read of each file)
-        unhashed = [e for e in entries if not e.sha256 and remote.get(e.path) == e.size]
+        # hash up front only the files a stored copy may already stand for (same size,
+        # and a sha256 in the stored manifest); the others are hashed while they are sent
+        unhashed = [e for e in entries if not e.sha256 and _vouched(e, remote, known)]
         hashed = {
             e.path: e for e in _hash_entries(pool, [(e.path, local[e.path]) for e in unhashed])
         }
         entries = [hashed.get(e.path, e) for e in entries]
-        # skip: same size, and the same sha256 where a stored manifest knows it (an
-        # empty sha256 there is a file an interrupted attempt was sending: size only)
+        # skip only what the stored manifest proves is the local file now: same size and
+        # the same sha256 (the manifest records one only for bytes the server took)
         to_send = [
             entry
             for entry in entries
-            if not (
-                remote.get(entry.path) == entry.size
-                and known.get(entry.path, entry).sha256 in ("", entry.sha256)
-            )
+            if not (_vouched(entry, remote, known) and known[entry.path].sha256 == entry.sha256)
         ]
         # the folder's manifest keeps earlier uploads' files that are still there intact
         new_paths = {entry.path for entry in entries}
@@ -255,7 +265,18 @@ def upload_artifacts(
             len(entries) - len(to_send),
         )
         if to_send:
-            intent = final.model_copy(update={"complete": False})
+            # the stored manifest vouches for no file about to be sent: whatever an
+            # attempt leaves behind, it never claims bytes the server does not hold
+            sending = {entry.path for entry in to_send}
+            intent = final.model_copy(
+                update={
+                    "complete": False,
+                    "files": tuple(
+                        e.model_copy(update={"sha256": ""}) if e.path in sending else e
+                        for e in final.files
+                    ),
+                }
+            )
             if not same_intent(previous, intent):  # a retry finds its own intent there
                 put_manifest(transport, root, intent, scratch)
             total = sum(e.size for e in to_send)
@@ -264,14 +285,34 @@ def upload_artifacts(
             sent: dict[str, str] = {}
 
             def send(entry: ManifestEntry) -> None:
-                digest = transport.put(local[entry.path], join(root, entry.path), progress.add)
-                if entry.sha256 and digest != entry.sha256:
+                path = local[entry.path]
+                before = path.stat()
+                digest = transport.put(path, join(root, entry.path), progress.add)
+                after = path.stat()
+                if (
+                    (before.st_size, after.st_size) != (entry.size, entry.size)
+                    or after.st_mtime_ns != before.st_mtime_ns
+                    or (entry.sha256 and digest != entry.sha256)
+                ):
                     raise ArtifactVerificationError(
-                        f"{str(local[entry.path])!r} changed while it was being uploaded"
+                        f"{str(path)!r} changed while it was being uploaded ({entry.size} "
+                        f"bytes when the upload started, {after.st_size} now): what the "
+                        "server holds is not the file; upload it again once it is written"
                     )
                 sent[entry.path] = digest
 
             failures = run_all(pool, send, to_send, progress)
+            if failures and sent:  # vouch for what did land, so a retry skips it
+                landed = intent.model_copy(
+                    update={
+                        "files": tuple(
+                            e.model_copy(update={"sha256": sent[e.path]}) if e.path in sent else e
+                            for e in intent.files
+                        )
+                    }
+                )
+                with contextlib.suppress(ArtifactError):  # the failure itself matters more
+                    put_manifest(transport, root, landed, scratch)
             raise_failures(failures, len(to_send), "upload")
             progress.report(final=True)
             final = final.model_copy(
