@@ -100,6 +100,7 @@ class StageTracker:
             run_name=run_id,
             tracking_uri=ctx.tracking_uri,
             registry_uri=ctx.registry_uri,
+            workspace=ctx.workspace,
         )
 
     @contextlib.contextmanager
