@@ -367,7 +367,8 @@ def mlflow_errors(
         code = error_code(exc)
         workspace_fault = _workspace_fault(code, _detail(exc))
         if workspace_fault is not None:
-            raise TrackingConfigError(f"{action}: {_detail(exc)}. {workspace_fault}") from exc
+            detail = _detail(exc).rstrip(".")
+            raise TrackingConfigError(f"{action}: {detail}. {workspace_fault}") from exc
         chosen = default
         if code == "RESOURCE_DOES_NOT_EXIST" and not_found is not None:
             chosen = not_found
