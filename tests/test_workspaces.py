@@ -148,7 +148,7 @@ def team_flow(url: str, workspace: str, experiment: str, folder: str) -> dict[st
             f"{experiment}-model", tracking_uri=url, workspace=workspace
         ).run_id,
         "found": sorted(r.data.params.get("team", "-") for r in find_mlflow_runs(ctx)),
-        "best": find_best_run("f1", ctx).run_id,  # type: ignore[union-attr]
+        "best": find_best_run("f1", ctx, status=None).run_id,  # type: ignore[union-attr]
         "by_hash": find_run_by_config_hash({"team": workspace}, ctx, status=None).run_id,  # type: ignore[union-attr]
         "flow_runs": sorted(r.run_name for r in find_runs_for_flow_run(flow_run.id, ctx)),
         "summary": get_run_summary(run.run_id, tracking_uri=url, workspace=workspace).workspace,
@@ -251,6 +251,7 @@ def test_reconcile_and_the_command_line_stay_in_their_workspace(
     two_teams: dict[str, str],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    fluent_reset: None,
 ) -> None:
     url = workspace_mlflow_server.url
     base = ["--tracking-uri", url, "--format", "json"]
