@@ -286,7 +286,9 @@ def test_a_flow_run_marked_crashed_while_its_process_logs_ends_as_it_really_did(
         mark(prefect_server.api, reached["flow_run_id"], states.Crashed(message="no heartbeat"))
         with helpers.on_prefect_api(prefect_server.api):
             ours = prefect_api_identity()
-            first = reconcile_runs(read_flow_run_states, experiment, prefect_api=ours)
+            first = reconcile_runs(
+                read_flow_run_states, experiment, prefect_api=ours, tracking_uri=uri
+            )
         assert first.recently_active == (run_id,) and first.ended == ()
         assert client.get_run(run_id).info.status == "RUNNING"
 
@@ -295,7 +297,11 @@ def test_a_flow_run_marked_crashed_while_its_process_logs_ends_as_it_really_did(
         time.sleep(1.0)
         with helpers.on_prefect_api(prefect_server.api):
             second = reconcile_runs(
-                read_flow_run_states, experiment, prefect_api=ours, grace_seconds=0.5
+                read_flow_run_states,
+                experiment,
+                prefect_api=ours,
+                tracking_uri=uri,
+                grace_seconds=0.5,
             )
         assert second.failed == (run_id,)
         assert tags_of(client, run_id)[RECONCILED_TAG] == "flow run Crashed"
@@ -378,6 +384,7 @@ def test_a_flow_run_retried_between_reconciles_read_and_write_keeps_its_run(
                 retried_meanwhile,
                 experiment,
                 prefect_api=prefect_api_identity(),
+                tracking_uri=uri,
                 grace_seconds=0,
             )
         assert report.changed == (run_id,) and report.ended == ()
@@ -413,6 +420,7 @@ def test_a_run_reconcile_ended_is_reopened_by_its_retry_and_ends_as_the_retry_di
                 read_flow_run_states,
                 experiment,
                 prefect_api=prefect_api_identity(),
+                tracking_uri=uri,
                 grace_seconds=0,
             )
         assert report.failed == (run_id,)
