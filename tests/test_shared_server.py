@@ -103,6 +103,7 @@ def tags_of(client: MlflowClient, run_id: str) -> dict[str, str]:
 # --- Several Prefect APIs on one MLflow server ------------------------------------------
 
 
+@pytest.mark.timeout(1800)  # two Prefect APIs, a worker and seven flow processes, loaded
 def test_a_laptop_flow_survives_every_reconcile_of_a_prefect_server_that_ends_its_own_orphans(
     mlflow_server: MlflowServer, tracking_config: TrackingConfig, tmp_path: Path
 ) -> None:
@@ -116,6 +117,7 @@ def test_a_laptop_flow_survives_every_reconcile_of_a_prefect_server_that_ends_it
     experiments = [f"{base}-cli", f"{base}-task", f"{base}-deployed"]
     markers = tmp_path / "markers"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    (tmp_path / "server-home").mkdir()
     server = start_prefect_server(tmp_path / "server-home")
     with processes() as started:
         started.append(server.proc)
