@@ -317,6 +317,18 @@ def test_a_flow_run_marked_crashed_while_its_process_logs_ends_as_it_really_did(
     assert RECONCILED_TAG not in after.data.tags
 
 
+def pass_on(server: PrefectServer, lookup: Any, experiment: str, uri: str) -> ReconcileReport:
+    """One reconcile pass as the server's own (its identity), with no grace period."""
+    with helpers.on_prefect_api(server.api):
+        return reconcile_runs(
+            lookup,
+            experiment,
+            prefect_api=prefect_api_identity(),
+            tracking_uri=uri,
+            grace_seconds=0,
+        )
+
+
 def start_first_attempt(
     started: list[subprocess.Popen[bytes]],
     server: PrefectServer,
@@ -381,14 +393,7 @@ def test_a_flow_run_retried_between_reconciles_read_and_write_keeps_its_run(
             )
             return found  # reconcile goes on with what it read
 
-        with helpers.on_prefect_api(prefect_server.api):
-            report = reconcile_runs(
-                retried_meanwhile,
-                experiment,
-                prefect_api=prefect_api_identity(),
-                tracking_uri=uri,
-                grace_seconds=0,
-            )
+        report = pass_on(prefect_server, retried_meanwhile, experiment, uri)
         assert report.changed == (run_id,) and report.ended == ()
         ((proc, again),) = retry
         assert again["run_id"] == run_id and again["attempt"] == 2  # the same run, reused
@@ -417,14 +422,7 @@ def test_a_run_reconcile_ended_is_reopened_by_its_retry_and_ends_as_the_retry_di
         path = spec(tmp_path, "late", uri, [experiment])
         reached = start_first_attempt(started, prefect_server, path, markers, "late", log)
         run_id = reached["run_id"]
-        with helpers.on_prefect_api(prefect_server.api):
-            report = reconcile_runs(
-                read_flow_run_states,
-                experiment,
-                prefect_api=prefect_api_identity(),
-                tracking_uri=uri,
-                grace_seconds=0,
-            )
+        report = pass_on(prefect_server, read_flow_run_states, experiment, uri)
         assert report.failed == (run_id,)
         assert client.get_run(run_id).info.status == "FAILED"
 
