@@ -94,8 +94,10 @@ class Scoped:
         value = getattr(self._tt_target, name)
         if callable(value):
             return _scoped_call(value, self._tt_workspace)
-        if value is None or isinstance(value, str | bytes | int | float | bool | tuple):
-            return value
+        if value is None or isinstance(
+            value, str | bytes | int | float | bool | tuple | list | dict | set | frozenset
+        ):
+            return value  # plain data: nothing in it sends a request
         return Scoped(value, self._tt_workspace)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
