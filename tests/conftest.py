@@ -50,6 +50,7 @@ from tests.servers import (
     start_mlflow_server,
     start_postgres_server,
     start_prefect_server,
+    start_workspace_mlflow_server,
 )
 from tracking_tasks import TrackingConfig
 
@@ -107,6 +108,17 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
 def sqlite_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """A real `mlflow server` process: SQLite backend, served artifacts, loopback port."""
     server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def workspace_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real `mlflow server --enable-workspaces` holding workspaces ``team-a`` and
+    ``team-b`` (``tests.servers.WORKSPACES``); requests without one go to ``default``."""
+    server = start_workspace_mlflow_server(tmp_path_factory.mktemp("mlflow-workspaces"))
     try:
         yield server
     finally:

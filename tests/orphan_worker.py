@@ -3,7 +3,8 @@ says so in a marker file, and waits there to be SIGKILLed (its hooks never run).
 
     python -m tests.orphan_worker SPEC.json
 
-SPEC: ``{"tracking_uri", "experiment", "markers": dir, "workers": [{"name", "point"}]}``.
+SPEC: ``{"tracking_uri", "experiment", "markers": dir, "workers": [{"name", "point"}]}``
+(a worker may name an ``"experiment"`` of its own).
 Points: ``setup`` (run just opened), ``logging`` (1,500 points logged through a
 RunLogger: 1,000 sent, 500 still buffered), ``upload`` (a 20 MB artifact upload in
 flight), ``sweep`` (inside a sweep's trial), ``hook`` (inside an on_completion hook that
@@ -138,7 +139,7 @@ def main() -> None:
                     worker["name"],
                     str(markers),
                     spec["tracking_uri"],
-                    spec["experiment"],
+                    worker.get("experiment", spec["experiment"]),
                 )
             except BaseException as exc:  # a worker that fails says so; the test reports it
                 (markers / f"{worker['name']}.error").write_text(repr(exc))

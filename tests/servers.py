@@ -1,5 +1,5 @@
 """Real server processes for the tests: `mlflow server` (SQLite or PostgreSQL backend,
-plain and basic-auth), PostgreSQL 16 (the pgserver wheel's binaries), a Prefect server,
+plain, basic-auth, or with workspaces), PostgreSQL 16 (the pgserver wheel's binaries), a Prefect server,
 the fault proxy and a TLS stand-in for the Azure ML management endpoint, each on a free
 loopback port."""
 
@@ -191,6 +191,28 @@ def _launch_mlflow(
             f"mlflow server failed to start:\n{log_path.read_text()[-3000:]}"
         ) from None
     return proc
+
+
+#: The MLflow workspaces the session's workspace server holds.
+WORKSPACES = ("team-a", "team-b")
+
+
+def start_workspace_mlflow_server(
+    root: Path, workspaces: tuple[str, ...] = WORKSPACES
+) -> MlflowServer:
+    """Start `mlflow server --enable-workspaces` (SQLite, served artifacts) and create
+    ``workspaces`` in it (through MLflow's own client, as an administrator would)."""
+    from mlflow import MlflowClient
+
+    server = start_mlflow_server(root, "--enable-workspaces")
+    try:
+        client = MlflowClient(server.url)
+        for name in workspaces:
+            client.create_workspace(name, description=f"{name}, for tracking-tasks' tests")
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 @dataclass

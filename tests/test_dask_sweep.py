@@ -15,7 +15,7 @@ from prefect import flow
 from prefect_dask import DaskTaskRunner
 
 from tests.helpers import experiment_runs, on_prefect_api
-from tests.servers import PrefectServer
+from tests.servers import MlflowServer, PrefectServer
 from tracking_tasks import (
     RunLogger,
     TrackingConfig,
@@ -169,3 +169,37 @@ def test_dask_sweep_refuses_an_objective_that_cannot_travel_before_writing(
         hpo()
     assert "module level" in str(info.value)
     assert experiment_runs(tracking_config) == []
+
+
+def test_dask_sweep_in_an_mlflow_workspace_writes_every_trial_there(
+    on_dask: str, workspace_mlflow_server: MlflowServer, fluent_reset: None
+) -> None:
+    """Trials run in worker processes that never saw the flow's workspace: each handle
+    carries it, so every trial's requests (runs, metrics, hooks) go to team-b."""
+    url, name = workspace_mlflow_server.url, f"dask-workspace-{os.getpid()}"
+    sweep = track_sweep.with_options(task_runner=DaskTaskRunner(address=on_dask))
+    trials = [{"i": i, "x": i % 3} for i in range(8)]
+
+    @flow(**mlflow_state_hooks())
+    def hpo() -> Any:
+        ctx = setup_mlflow(experiment_name=name, tracking_uri=url, workspace="team-b")
+        return sweep(objective, trials, metric="score", tracking=ctx)
+
+    state = hpo(return_state=True)
+    assert state.is_completed(), state.message
+    for workspace, expected in (("team-b", 9), ("team-a", 0), ("default", 0)):
+        runs = runs_of(url, workspace, name)
+        assert len(runs) == expected, workspace
+        assert {r.info.status for r in runs} <= {"FINISHED"}
+    metrics = [r.data.metrics for r in runs_of(url, "team-b", name)]
+    pids = {int(m["pid"]) for m in metrics if "pid" in m}
+    assert pids and os.getpid() not in pids  # the trials ran in the Dask workers
+
+
+def runs_of(url: str, workspace: str, name: str) -> list[Any]:
+    from tracking_tasks.ops import workspace_scope
+
+    with workspace_scope(workspace):
+        client = MlflowClient(url)
+        found = client.get_experiment_by_name(name)
+        return list(client.search_runs([found.experiment_id])) if found is not None else []

@@ -3,7 +3,9 @@
 Convention for the ```python blocks of docs/**/*.md: a page's blocks run in order in one
 namespace (like a doctest session), in a fresh temporary working directory, with
 ``MLFLOW_TRACKING_URI`` pointing at the session's real MLflow server (the one backed by
-PostgreSQL for the pages in POSTGRES_PAGES, a ``slow`` test then) and
+PostgreSQL for the pages in POSTGRES_PAGES, a ``slow`` test then; the one started with
+``--enable-workspaces``, holding workspaces ``team-a`` and ``team-b``, for the pages in
+WORKSPACE_PAGES) and
 ``MLFLOW_EXPERIMENT_NAME`` unset, under the suite's real Prefect API. A block whose first
 line is ``# not executed: <reason>`` (an example that needs Azure or another outside
 service) is only compiled. Each page with Python blocks is one test, with the page's
@@ -166,6 +168,8 @@ def test_every_guide_runs_an_example() -> None:
 
 #: Pages whose examples run against the `mlflow server` backed by PostgreSQL.
 POSTGRES_PAGES = frozenset({"docs/guides/postgres.md"})
+#: Pages whose examples run against `mlflow server --enable-workspaces`.
+WORKSPACE_PAGES = frozenset({"docs/guides/shared-server.md"})
 
 
 @pytest.mark.parametrize(
@@ -183,6 +187,8 @@ def test_docs_examples_run(
     fluent_reset: None,
 ) -> None:
     backend = "postgres" if page in POSTGRES_PAGES else "sqlite"
+    if page in WORKSPACE_PAGES:
+        backend = "workspace"
     mlflow_server: MlflowServer = request.getfixturevalue(f"{backend}_mlflow_server")
     blocks = PAGES[page]
     # every block compiles, the ones that are not run included

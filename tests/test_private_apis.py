@@ -6,6 +6,7 @@ fails here, by name, before it fails in a flow. Real objects, no mocks.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -114,3 +115,39 @@ def test_azureml_mlflow_service_context_cache() -> None:
 def test_threading_register_atexit_exists() -> None:
     """CPython: ``threading._register_atexit`` (concurrent.futures' own exit hook)."""
     assert callable(getattr(threading, "_register_atexit", None))
+
+
+def test_mlflow_request_workspace_context_variable() -> None:
+    """mlflow: ``mlflow.utils.workspace_context._WORKSPACE``, read per request by
+    ``rest_utils.http_request`` (``get_request_workspace``); setting it touches no other
+    thread and not ``os.environ`` (``mlflow.set_workspace`` writes both)."""
+    from mlflow.utils import rest_utils
+    from mlflow.utils.workspace_context import get_request_workspace
+    from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME
+
+    from tracking_tasks.auth._scope import WORKSPACE_HEADER
+
+    assert WORKSPACE_HEADER == WORKSPACE_HEADER_NAME  # the header our transport sends
+    assert rest_utils.get_request_workspace is get_request_workspace
+    environment = dict(os.environ)
+    seen: dict[str, str | None] = {}
+
+    def elsewhere() -> None:
+        seen["other thread"] = get_request_workspace()
+
+    with private.request_workspace("team-a"):
+        seen["here"] = get_request_workspace()
+        with private.request_workspace("team-b"):
+            seen["nested"] = get_request_workspace()
+        seen["after nested"] = get_request_workspace()
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+    assert seen == {
+        "here": "team-a",
+        "nested": "team-b",
+        "after nested": "team-a",
+        "other thread": None,
+    }
+    assert get_request_workspace() is None
+    assert dict(os.environ) == environment

@@ -30,12 +30,23 @@ from tests.servers import (
 )
 from tracking_tasks import TrackingConfig
 from tracking_tasks.cli import main
-from tracking_tasks.errors import InvalidArgumentError, TrackingConfigError
-from tracking_tasks.ops._reconcile import ReconcileReport, reconcile_runs
-from tracking_tasks.tags import FINAL_STATE_TAG, FLOW_RUN_TAG, RECONCILED_TAG
+from tracking_tasks.errors import InvalidArgumentError
+from tracking_tasks.ops._reconcile import ReconcileReport
+from tracking_tasks.ops._reconcile import reconcile_runs as reconcile_as
+from tracking_tasks.tags import FINAL_STATE_TAG, FLOW_RUN_TAG, PREFECT_API_TAG, RECONCILED_TAG
+from tracking_tasks.tasks._prefect_api import prefect_api_identity
 from tracking_tasks.tasks._reconcile import read_flow_run_states
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: A Prefect API that is not the suite's: its runs are never ours to end.
+OTHER_API = "prefect-db:00000000-0000-4000-8000-000000000000"
+
+
+def reconcile_runs(lookup: Any, experiments: Any, **options: Any) -> ReconcileReport:
+    """A pass as this Prefect API's (its identity), with no grace period: the runs here
+    were opened a moment ago (the grace period has tests of its own)."""
+    options.setdefault("grace_seconds", 0)
+    return reconcile_as(lookup, experiments, prefect_api=prefect_api_identity(), **options)
 
 
 @flow(name="tt-reconcile-subject")
@@ -74,8 +85,12 @@ class Runs:
         self.experiment = experiment
         self.experiment_id = self.client.create_experiment(experiment)
 
-    def open(self, flow_run_id: str | None, status: str | None = None) -> str:
+    def open(self, flow_run_id: str | None, status: str | None = None, api: str | None = "") -> str:
+        """A run tagged as the library tags it, under this Prefect API (``api=""``),
+        another one, or none (``api=None``: another tool, an older version)."""
         tags = {FLOW_RUN_TAG: flow_run_id} if flow_run_id is not None else {}
+        if flow_run_id is not None and api is not None:
+            tags[PREFECT_API_TAG] = api or prefect_api_identity()
         run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
         if status is not None:
             self.client.set_terminated(run_id, status)
@@ -108,6 +123,10 @@ def scenario(runs: Runs) -> dict[str, list[str]]:
     made["ended before"] = [runs.open(crashed, "FINISHED"), runs.open(crashed, "KILLED")]
     made["no flow-run tag"] = [runs.open(None)]
     made["tag not a uuid"] = [runs.open("not-a-flow-run")]
+    # not ours: a flow run of another Prefect API (its id unknown here), and one whose
+    # run carries no prefect.api tag (another tool, an older version): never touched
+    made["other api"] = [runs.open(str(uuid.uuid4()), api=OTHER_API)]
+    made["no api tag"] = [runs.open(flow_run_in(states.Crashed()), api=None)]
     return made
 
 
@@ -156,8 +175,10 @@ def test_reconcile_ends_runs_of_finished_flow_runs_and_never_touches_live(
     live = {n for n, (_, status) in CASES.items() if status is None}
     assert set(report.left_running) == {r for n in live for r in scenario[n]}
     assert report.unrecognized == tuple(scenario["tag not a uuid"])
-    assert report.running == 2 * len(CASES) + 2 + 1 and report.errors == ()
+    assert set(report.not_ours) == {*scenario["other api"], *scenario["no api tag"]}
+    assert report.running == 2 * len(CASES) + 2 + 1 + 2 and report.errors == ()
     assert report.flow_runs == len(CASES) + 2
+    assert report.prefect_api == prefect_api_identity() != OTHER_API
 
     # a second pass changes nothing: every run as the first pass left it
     again = reconcile_runs(read_flow_run_states, runs.experiment, tracking_uri=runs.uri)
@@ -194,6 +215,7 @@ def test_dry_run_reports_the_plan_and_writes_nothing(
     assert runs.snapshot() == before
     assert plan.dry_run and plan.finished == tuple(sorted(scenario["Completed"]))
     assert len(plan.ended) == 2 * 4 + 2
+    assert set(plan.not_ours) == {*scenario["other api"], *scenario["no api tag"]}
 
     done = reconcile_runs(read_flow_run_states, runs.experiment, tracking_uri=runs.uri)
     assert (done.finished, done.failed, done.killed) == (plan.finished, plan.failed, plan.killed)
@@ -229,14 +251,6 @@ def test_lookup_reads_200_flow_runs_per_prefect_call() -> None:
         proxy.stop()
 
 
-def test_lookup_refuses_an_ephemeral_prefect_api() -> None:
-    with (
-        temporary_settings({PREFECT_API_URL: None}),
-        pytest.raises(TrackingConfigError, match="PREFECT_API_URL"),
-    ):
-        read_flow_run_states([str(uuid.uuid4())])
-
-
 @pytest.mark.backends
 def test_flow_and_cli_reconcile(
     runs: Runs,
@@ -247,21 +261,29 @@ def test_flow_and_cli_reconcile(
 
     completed, running = flow_run_in(states.Completed()), flow_run_in(states.Running())
     done, live = runs.open(completed), runs.open(running)
+    theirs = runs.open(flow_run_in(states.Crashed()), api=OTHER_API)
     args = ["runs", "reconcile", "--tracking-uri", mlflow_server.url, "-e", runs.experiment]
+    args += ["--grace-seconds", "0"]
 
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"would end {done} FINISHED" in out and live not in out
+    assert f"not ours: {theirs}" in out and f"({prefect_api_identity()})" in out
     assert runs.client.get_run(done).info.status == "RUNNING"
 
-    report = reconcile([runs.experiment], tracking_uri=mlflow_server.url, dry_run=True)
+    report = reconcile(
+        [runs.experiment], tracking_uri=mlflow_server.url, dry_run=True, grace_seconds=0
+    )
     assert isinstance(report, ReconcileReport) and report.finished == (done,)
+    assert report.not_ours == (theirs,)
 
     assert main([*args, "--format", "json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["finished"] == [done] and printed["left_running"] == [live]
+    assert printed["not_ours"] == [theirs]
     assert runs.client.get_run(done).info.status == "FINISHED"
     assert runs.client.get_run(live).info.status == "RUNNING"
+    assert runs.client.get_run(theirs).info.status == "RUNNING"
 
     assert main(args) == 0  # the second pass: nothing left to end
     assert "ended 0" in capsys.readouterr().out

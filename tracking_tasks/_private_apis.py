@@ -10,8 +10,9 @@ in a flow. Nothing else in the package touches a private name of another library
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -31,6 +32,27 @@ def end_run_in_one_request(client: Any, run_id: str, status: str, end_time: int)
         )
     else:
         client.set_terminated(run_id, status=status, end_time=end_time)
+
+
+@contextlib.contextmanager
+def request_workspace(name: str) -> Iterator[None]:
+    """Make ``name`` the MLflow workspace of the requests made in this context only.
+
+    MLflow's client reads each request's workspace from the context variable
+    ``mlflow.utils.workspace_context._WORKSPACE``, then from ``MLFLOW_WORKSPACE``
+    (``mlflow.utils.rest_utils.http_request``); its public ``mlflow.set_workspace`` also
+    writes ``os.environ``, which would send every thread's and flow's requests to one
+    workspace. Setting the variable alone scopes it to this thread or task. No fallback:
+    without the variable, MLflow has no per-context workspace at all.
+    """
+    from mlflow.utils import workspace_context
+
+    variable = workspace_context._WORKSPACE
+    token = variable.set(name)
+    try:
+        yield
+    finally:
+        variable.reset(token)
 
 
 def fluent_experiment_id() -> str | None:

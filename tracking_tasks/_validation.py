@@ -1,4 +1,4 @@
-"""Checks that a param, metric or tag would be accepted by MLflow, done before sending."""
+"""Checks that a param, metric, tag or workspace name would be accepted by MLflow, done before sending."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tracking_tasks.errors import InvalidArgumentError, InvalidLogDataError
+from tracking_tasks.errors import InvalidArgumentError, InvalidLogDataError, TrackingConfigError
 
 # MLflow's own limits (mlflow/utils/validation.py), restated so a batch is checked whole
 # before its first request: MLflow itself would refuse it part way through.
@@ -146,3 +146,48 @@ def check_metric(key: Any, value: Any, step: Any) -> tuple[str, float, int]:
 def check_metrics(metrics: Any, step: Any) -> list[tuple[str, float, int]]:
     """Validate a mapping of metric name to value, all at one step."""
     return [check_metric(key, value, step) for key, value in _as_mapping(metrics, "metric").items()]
+
+
+# MLflow's workspace-name rule (WorkspaceNameValidator), restated with re.fullmatch: its
+# re.match with "$" lets a trailing newline through, and MLflow strips what it sends, so
+# " team-a" would silently become "team-a". "default" is the server's own workspace.
+_WORKSPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+MIN_WORKSPACE_NAME_LENGTH = 2
+MAX_WORKSPACE_NAME_LENGTH = 63
+RESERVED_WORKSPACE_NAMES = frozenset({"workspaces", "api", "ajax-api", "static-files"})
+DEFAULT_WORKSPACE = "default"
+
+
+def check_workspace_name(name: Any, source: str = "workspace") -> str:
+    """Return ``name`` if MLflow accepts it as a workspace name, else raise.
+
+    Args:
+        name: The workspace name.
+        source: Where it came from, for the message (``$MLFLOW_WORKSPACE``...).
+
+    Raises:
+        TrackingConfigError: not a string, 2 to 63 characters of lower-case letters,
+            digits and inner hyphens, or a reserved name.
+    """
+    if not isinstance(name, str):
+        raise TrackingConfigError(
+            f"{source} must be an MLflow workspace name (a string), not {type(name).__name__}"
+        )
+    if name == DEFAULT_WORKSPACE:
+        return name
+    if not MIN_WORKSPACE_NAME_LENGTH <= len(name) <= MAX_WORKSPACE_NAME_LENGTH:
+        raise TrackingConfigError(
+            f"{source} {name!r} is {len(name)} characters; an MLflow workspace name has "
+            f"{MIN_WORKSPACE_NAME_LENGTH} to {MAX_WORKSPACE_NAME_LENGTH}"
+        )
+    if not _WORKSPACE_NAME.fullmatch(name):
+        raise TrackingConfigError(
+            f"{source} {name!r} is not an MLflow workspace name: use lower-case letters, "
+            "digits and hyphens, starting and ending with a letter or digit (e.g. 'team-a')"
+        )
+    if name in RESERVED_WORKSPACE_NAMES:
+        raise TrackingConfigError(
+            f"{source} {name!r} is reserved by MLflow (as are "
+            f"{', '.join(sorted(RESERVED_WORKSPACE_NAMES - {name}))}): choose another name"
+        )
+    return name

@@ -24,8 +24,10 @@ before any run is searched.
 The tracking URI is --tracking-uri, else the tracking URI of the --credentials block,
 else $MLFLOW_TRACKING_URI, else the embedded default (sqlite:///mlflow.db in the working
 directory); the experiment is -e/--experiment, else $MLFLOW_EXPERIMENT_NAME, else
-"Default". No Prefect server is needed, except to read a --credentials block and for
-`runs reconcile` (it reads flow-run states from PREFECT_API_URL).
+"Default"; the MLflow workspace is --workspace, else the block's, else $MLFLOW_WORKSPACE,
+else the server's default. No Prefect server is needed, except to read a --credentials
+block and for `runs reconcile` (it reads flow-run states from this process's Prefect
+API: PREFECT_API_URL, a profile, or the temporary API on PREFECT_HOME).
 """
 
 _EPILOG = """\
@@ -36,6 +38,7 @@ examples:
   tracking-tasks runs best loss --mode min -e ner
   tracking-tasks runs show 800cabaf0fee4093b26abc644953ed53
   tracking-tasks runs reconcile --dry-run -e ner
+  tracking-tasks runs find -e ner --workspace team-a
 
 exit codes: 0 success, 1 no run matched (runs best), 2 bad input or unknown experiment/run,
 3 the tracking server failed or could not be reached.
@@ -58,6 +61,12 @@ def _common(parser: argparse.ArgumentParser, *, experiments: bool = True) -> Non
         metavar="BLOCK",
         help="name of a saved MlflowCredentials block (read from the Prefect API): its "
         "secret goes to its own tracking server only, and its tracking URI is the default",
+    )
+    parser.add_argument(
+        "--workspace",
+        metavar="NAME",
+        help="MLflow workspace on a server with --enable-workspaces (default: the "
+        "--credentials block's, else $MLFLOW_WORKSPACE, else the server's default)",
     )
     parser.add_argument(
         "--format",
@@ -151,9 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "End the RUNNING runs opened under a Prefect flow run that is over (Completed "
             "-> FINISHED, Failed/Crashed -> FAILED, Cancelled -> KILLED) or gone (FAILED), "
-            "as the flow's hooks would have if its process had not died. Runs of flow runs "
-            "still going are never touched. Needs PREFECT_API_URL: the Prefect API the "
-            "flows ran against. Searches every experiment unless -e names some."
+            "as the flow's hooks would have if its process had not died. Only runs of this "
+            "process's Prefect API (their prefect.api tag) are ours: runs of other APIs, or "
+            "without the tag, are listed as 'not ours' and never touched; so are runs of "
+            "flow runs still going, runs written to within the grace period, and runs that "
+            "changed while the pass ran. The Prefect API is PREFECT_API_URL (or a profile), "
+            "else the temporary API on PREFECT_HOME. Searches every experiment (of the "
+            "workspace) unless -e names some."
         ),
     )
     _common(reconcile, experiments=False)
@@ -167,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument(
         "--dry-run", action="store_true", help="print what would be ended; change nothing"
+    )
+    reconcile.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="end only runs not written to for S seconds (default: 300)",
     )
     return parser
 
@@ -220,7 +240,8 @@ def _details(run: Any) -> str:
         f"run id:      {run.run_id}",
         f"name:        {run.run_name}",
         f"status:      {run.status}" + (" (deleted)" if run.lifecycle_stage == "deleted" else ""),
-        f"experiment:  {run.experiment_id}",
+        f"experiment:  {run.experiment_id}"
+        + (f" (workspace {run.workspace})" if run.workspace else ""),
         f"started:     {_short_time(run.start_time)} UTC",
         f"ended:       {_short_time(run.end_time)}" + (" UTC" if run.end_time else ""),
     ]
@@ -240,18 +261,23 @@ def _json(value: Any) -> str:
 
 
 def _use_block(args: argparse.Namespace) -> None:
-    """Scope a saved block's credential to its server; default the tracking URI to it."""
+    """Scope a saved block's credential to its server; default the tracking URI (and the
+    workspace) to its."""
     if args.credentials:
-        from tracking_tasks.auth._block import use_block
+        from tracking_tasks.auth._block import load_block, use_block
 
-        args.tracking_uri = use_block(args.credentials, args.tracking_uri)
+        block = load_block(args.credentials)
+        args.tracking_uri = use_block(block, args.tracking_uri)
+        args.workspace = args.workspace or block.workspace
 
 
-def _reconcile_table(report: Any) -> str:
+def _reconcile_table(report: Any, grace_seconds: float) -> str:
     verb = "would end" if report.dry_run else "ended"
+    workspace = f" (workspace {report.workspace})" if report.workspace else ""
     lines = [
-        f"{report.running} RUNNING run(s) of {report.flow_runs} Prefect flow run(s) on "
-        f"{report.tracking_uri}; {verb} {len(report.ended)}"
+        f"{report.running} RUNNING run(s) on {report.tracking_uri}{workspace}; "
+        f"{report.flow_runs} Prefect flow run(s) of this Prefect API ({report.prefect_api}) "
+        f"looked up; {verb} {len(report.ended)}"
     ]
     missing = set(report.flow_run_missing)
     for status, run_ids in (
@@ -264,6 +290,12 @@ def _reconcile_table(report: Any) -> str:
             for run_id in run_ids
         ]
     lines.append(f"  left running (flow run not over): {len(report.left_running)}")
+    lines.append(
+        f"  recently active (written to within {grace_seconds:g} s): {len(report.recently_active)}"
+    )
+    lines.append(f"  changed since read (left for the next pass): {len(report.changed)}")
+    lines.append(f"  not ours (another Prefect API, or no prefect.api tag): {len(report.not_ours)}")
+    lines += [f"  not ours: {run_id}" for run_id in report.not_ours]
     lines += [f"  error: {message}" for message in report.errors]
     return "\n".join(_printable(line) for line in lines)
 
@@ -275,15 +307,21 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "reconcile":
         from tracking_tasks.ops._reconcile import reconcile_runs
+        from tracking_tasks.ops._reconcile_guard import DEFAULT_GRACE_SECONDS
+        from tracking_tasks.tasks._prefect_api import prefect_api_identity
         from tracking_tasks.tasks._reconcile import read_flow_run_states
 
+        grace = DEFAULT_GRACE_SECONDS if args.grace_seconds is None else args.grace_seconds
         report = reconcile_runs(
             read_flow_run_states,
             args.experiments,
+            prefect_api=prefect_api_identity(),
             tracking_uri=args.tracking_uri,
+            workspace=args.workspace,
             dry_run=args.dry_run,
+            grace_seconds=grace,
         )
-        print(_json(report) if args.format == "json" else _reconcile_table(report))
+        print(_json(report) if args.format == "json" else _reconcile_table(report, grace))
         return EXIT_SERVER if report.errors else EXIT_OK
 
     if args.command == "find":
@@ -295,6 +333,7 @@ def _run(args: argparse.Namespace) -> int:
             status=args.status,
             max_results=args.max_results,
             include_deleted=args.include_deleted,
+            workspace=args.workspace,
         )
         if args.format == "json":
             print(_json(runs))
@@ -311,6 +350,7 @@ def _run(args: argparse.Namespace) -> int:
             status=status,
             include_deleted=args.include_deleted,
             tracking_uri=args.tracking_uri,
+            workspace=args.workspace,
         )
         if found is None:
             message = f"no {status or ''} run has metric {args.metric!r}".replace("  ", " ")
@@ -320,7 +360,7 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_NOTHING_FOUND
         print(_json(found) if args.format == "json" else _details(found))
         return EXIT_OK
-    run = get_run_summary(args.run_id, tracking_uri=args.tracking_uri)
+    run = get_run_summary(args.run_id, tracking_uri=args.tracking_uri, workspace=args.workspace)
     print(_json(run) if args.format == "json" else _details(run))
     return EXIT_OK
 

@@ -365,12 +365,37 @@ def mlflow_errors(
         if not isinstance(exc, MlflowException):
             raise
         code = error_code(exc)
+        workspace_fault = _workspace_fault(code, _detail(exc))
+        if workspace_fault is not None:
+            detail = _detail(exc).rstrip(".")
+            raise TrackingConfigError(f"{action}: {detail}. {workspace_fault}") from exc
         chosen = default
         if code == "RESOURCE_DOES_NOT_EXIST" and not_found is not None:
             chosen = not_found
         elif code == "INVALID_PARAMETER_VALUE" and invalid is not None:
             chosen = invalid
         raise chosen(f"{action}: {_detail(exc)}" + (f". {fix}" if fix else "")) from exc
+
+
+def _workspace_fault(code: str | None, detail: str) -> str | None:
+    """The fix for a request sent to an MLflow workspace the server cannot use, else None.
+
+    A wrong workspace is a configuration error, not a missing run: the server answers
+    every request in it (whatever it names) with the same refusal.
+    """
+    if code == "FEATURE_DISABLED" and "workspace" in detail.lower():
+        return (
+            "This server does not have MLflow workspaces enabled: start it with "
+            "`mlflow server --enable-workspaces`, or drop workspace= (and MLFLOW_WORKSPACE)"
+        )
+    if code == "RESOURCE_DOES_NOT_EXIST" and detail.lower().startswith(
+        ("workspace '", "resource_does_not_exist: workspace '")
+    ):
+        return (
+            "The workspace does not exist on this server: check its name, or have an "
+            "administrator create it (MlflowClient(tracking_uri).create_workspace(name))"
+        )
+    return None
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -32,6 +32,9 @@ class TrackingContext(BaseModel):
         credentials: Secret-free reference to the credentials for the tracking server
             (a saved ``MlflowCredentials`` block's name), loaded again by a task that runs
             in another process; None when there are none or they cannot travel.
+        workspace: The MLflow workspace the experiment is in (a server started with
+            ``--enable-workspaces``), or None for the server's default. Every request
+            made for this context goes there, whatever thread or process makes it.
 
     Example:
         >>> ctx = TrackingContext(tracking_uri="http://127.0.0.1:5000", experiment_id="1",
@@ -54,11 +57,14 @@ class TrackingContext(BaseModel):
         default=None,
         description="Secret-free reference to the server's credentials (a saved block's name).",
     )
+    workspace: str | None = Field(
+        default=None, description="MLflow workspace of the experiment (None: the default)."
+    )
 
     @property
     def experiment_url(self) -> str | None:
         """The experiment's MLflow UI page, or None for a local store."""
-        return experiment_url(self.tracking_uri, self.experiment_id)
+        return experiment_url(self.tracking_uri, self.experiment_id, workspace=self.workspace)
 
 
 class RunRef(BaseModel):
@@ -77,6 +83,7 @@ class RunRef(BaseModel):
         config_hash: Hash of the config the run was created for, or None.
         credentials: Secret-free reference to the server's credentials, as in
             ``TrackingContext``.
+        workspace: The MLflow workspace the run is in, or None for the default.
 
     Example:
         >>> ref = RunRef(run_id="abc", experiment_id="1", run_name="train",
@@ -98,11 +105,14 @@ class RunRef(BaseModel):
         default=None,
         description="Secret-free reference to the server's credentials (a saved block's name).",
     )
+    workspace: str | None = Field(
+        default=None, description="MLflow workspace of the run (None: the default)."
+    )
 
     @property
     def url(self) -> str | None:
         """The run's MLflow UI page, or None for a local store."""
-        return run_url(self.tracking_uri, self.experiment_id, self.run_id)
+        return run_url(self.tracking_uri, self.experiment_id, self.run_id, workspace=self.workspace)
 
 
 class RunSummaryInfo(BaseModel):
@@ -182,6 +192,7 @@ class RunSummary(BaseModel):
         metrics: Metric name -> latest value.
         tags: Tag name -> value, MLflow's own ``mlflow.*`` tags included.
         url: The run's UI page, or None for a local store (see ``run_url``).
+        workspace: The MLflow workspace the run is in, or None for the default.
 
     Example:
         >>> summary = RunSummary(run_id="abc", run_name="train", status="FINISHED",
@@ -205,14 +216,18 @@ class RunSummary(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="Latest metric values.")
     tags: dict[str, str] = Field(default_factory=dict, description="Tags.")
     url: str | None = Field(default=None, description="The run's UI page, or None.")
+    workspace: str | None = Field(
+        default=None, description="MLflow workspace of the run (None: the default)."
+    )
 
     @classmethod
-    def from_run(cls, run: Run, tracking_uri: str) -> RunSummary:
+    def from_run(cls, run: Run, tracking_uri: str, workspace: str | None = None) -> RunSummary:
         """Summarise an MLflow ``Run`` fetched from ``tracking_uri``.
 
         Args:
             run: An ``mlflow.entities.Run``.
             tracking_uri: The server it came from (no credentials in it).
+            workspace: The MLflow workspace it came from, or None.
 
         Returns:
             The run's ``RunSummary``.
@@ -238,7 +253,8 @@ class RunSummary(BaseModel):
             params=dict(data.params),
             metrics=dict(data.metrics),
             tags=dict(data.tags),
-            url=run_url(tracking_uri, str(info.experiment_id), info.run_id),
+            url=run_url(tracking_uri, str(info.experiment_id), info.run_id, workspace=workspace),
+            workspace=workspace,
         )
 
     @property
@@ -277,6 +293,7 @@ class RunSummary(BaseModel):
             tracking_uri=self.tracking_uri,
             parent_run_id=self.parent_run_id,
             config_hash=self.tags.get(CONFIG_HASH_TAG),
+            workspace=self.workspace,
         )
 
 

@@ -9,8 +9,8 @@ it from here. Keys fall in four families (plus the Optuna attribute keys at the 
   seed-named tracker classes, or any name given as ``stage=``;
 - ``tracking_tasks.*``: the library's own bookkeeping (config hash, run identity,
   lineage, a sweep's best trial);
-- ``prefect.*``: the Prefect flow run, flow, deployment and task run a run was opened
-  under, and the Prefect state that ended it;
+- ``prefect.*``: the Prefect API, flow run, flow, deployment and task run a run was
+  opened under, and the Prefect state that ended it;
 - MLflow's own ``mlflow.parentRunId``, which nests a run under its parent in the UI.
 """
 
@@ -34,8 +34,10 @@ __all__ = [
     "LINEAGE_TAG_PREFIX",
     "MACHINE_TAG_PREFIX",
     "PARENT_RUN_TAG",
+    "PREFECT_API_TAG",
     "PRUNED_TAG",
     "RECONCILED_TAG",
+    "RECONCILE_OVERRULED_TAG",
     "REFIT_COMPLETED_TAG",
     "SEED_STAGE_NAMES",
     "STAGES",
@@ -79,6 +81,10 @@ PRUNED_TAG = "tracking_tasks.pruned"
 #: On a run ``reconcile_runs`` ended because its Prefect flow run was over (or gone) but
 #: the run was still RUNNING: why, e.g. ``flow run Crashed`` or ``flow run not found``.
 RECONCILED_TAG = "tracking_tasks.reconciled"
+#: On a run whose status its own flow run's hooks wrote after reconcile had ended it (a
+#: flow run marked Crashed while its process lived, or retried): the reason reconcile
+#: had tagged, kept for the record (``tracking_tasks.reconciled`` itself is removed).
+RECONCILE_OVERRULED_TAG = "tracking_tasks.reconcile_overruled"
 #: On an Optuna sweep's run: the study's name.
 STUDY_TAG = "tracking_tasks.optuna_study"
 #: On a run a refit checkpoint went to: ``true`` or ``false`` (the seed's ``refit_ok``).
@@ -103,6 +109,11 @@ DEPLOYMENT_NAME_TAG = "prefect.deployment_name"
 TASK_RUN_TAG = "prefect.task_run_id"
 #: The Prefect state that ended the run (``Completed``, ``Failed``, ``Crashed``...).
 FINAL_STATE_TAG = "prefect.final_state"
+#: The Prefect API the run's flow run lives in, secret-free: ``prefect-cloud:<account
+#: id>/<workspace id>`` for Prefect Cloud, ``prefect-db:<id>`` for a Prefect server or
+#: the temporary API (the id of its database, the same through every URL and process
+#: that reaches it). Reconcile ends only runs whose value is its own API's.
+PREFECT_API_TAG = "prefect.api"
 
 #: MLflow's own parent tag: the UI nests a run under this run id.
 PARENT_RUN_TAG = "mlflow.parentRunId"

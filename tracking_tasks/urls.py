@@ -330,7 +330,11 @@ def _ui_base(tracking_uri: str, ui_base_url: str | None) -> str | None:
 
 
 def experiment_url(
-    tracking_uri: str, experiment_id: str, *, ui_base_url: str | None = None
+    tracking_uri: str,
+    experiment_id: str,
+    *,
+    ui_base_url: str | None = None,
+    workspace: str | None = None,
 ) -> str | None:
     """Return the UI page of an experiment, or None where there is no UI to link to.
 
@@ -344,26 +348,40 @@ def experiment_url(
         tracking_uri: The tracking URI the experiment lives on.
         experiment_id: The MLflow experiment id.
         ui_base_url: The MLflow UI's address, e.g. ``https://mlflow.example.com/mlflow``.
+        workspace: The MLflow workspace the experiment is in (the UI opens it there).
 
     Returns:
-        ``<ui>/#/experiments/<id>``, ``https://ml.azure.com/experiments/id/<id>?wsid=...``
-        for Azure ML, or None.
+        ``<ui>/#/experiments/<id>`` (``?workspace=<name>`` added for a workspace),
+        ``https://ml.azure.com/experiments/id/<id>?wsid=...`` for Azure ML, or None.
 
     Example:
         >>> experiment_url("http://127.0.0.1:5000", "3")
         'http://127.0.0.1:5000/#/experiments/3'
         >>> experiment_url("http://mlflow:5000", "3", ui_base_url="https://ml.example.com/mlflow/")
         'https://ml.example.com/mlflow/#/experiments/3'
+        >>> experiment_url("http://127.0.0.1:5000", "3", workspace="team-a")
+        'http://127.0.0.1:5000/#/experiments/3?workspace=team-a'
     """
     studio = azure_studio_experiment_url(tracking_uri, experiment_id)
     if studio is not None:
         return studio
     base = _ui_base(tracking_uri, ui_base_url)
-    return None if base is None else f"{base}/#/experiments/{experiment_id}"
+    page = f"/#/experiments/{experiment_id}"
+    return None if base is None else f"{base}{page}{_in_workspace(workspace)}"
+
+
+def _in_workspace(workspace: str | None) -> str:
+    """The query the MLflow UI reads a page's workspace from (names need no quoting)."""
+    return f"?workspace={workspace}" if workspace else ""
 
 
 def run_url(
-    tracking_uri: str, experiment_id: str, run_id: str, *, ui_base_url: str | None = None
+    tracking_uri: str,
+    experiment_id: str,
+    run_id: str,
+    *,
+    ui_base_url: str | None = None,
+    workspace: str | None = None,
 ) -> str | None:
     """Return the UI page of a run, or None where there is no UI to link to.
 
@@ -376,6 +394,7 @@ def run_url(
         experiment_id: The run's experiment id.
         run_id: The MLflow run id.
         ui_base_url: The MLflow UI's address when it differs from the tracking URI.
+        workspace: The MLflow workspace the run is in (``?workspace=<name>`` is added).
 
     Returns:
         ``<ui>/#/experiments/<exp>/runs/<run>``,
@@ -393,4 +412,5 @@ def run_url(
     if studio is not None:
         return studio
     base = _ui_base(tracking_uri, ui_base_url)
-    return None if base is None else f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    page = f"/#/experiments/{experiment_id}/runs/{run_id}"
+    return None if base is None else f"{base}{page}{_in_workspace(workspace)}"

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from tracking_tasks._private_apis import block_document_name
+from tracking_tasks._validation import check_workspace_name
 from tracking_tasks.auth._apply import apply_credentials, register_loader
 from tracking_tasks.auth._kinds import BasicAuth, BearerToken, Credential
 from tracking_tasks.auth._providers import check_token_provider, check_token_scope
@@ -61,6 +62,9 @@ class MlflowCredentials(Block):
             scope on its own host (``https://<host>/.default``), required there.
         azure_workspace: An Azure ML workspace to track into instead of
             ``tracking_uri`` (authenticated through Azure, not these secrets).
+        workspace: The MLflow workspace on that server (started with
+            ``--enable-workspaces``) a team tracks in; ``setup_mlflow`` uses it unless
+            told another.
 
     Raises:
         pydantic.ValidationError: a password without a username, both a password and a
@@ -119,11 +123,20 @@ ctx = setup_mlflow(experiment_name="ner", credentials=credentials)
         default=None,
         description="Azure ML workspace to track into (authenticated through Azure).",
     )
+    workspace: str | None = Field(
+        default=None,
+        description="MLflow workspace on the tracking server (--enable-workspaces).",
+    )
 
     @field_validator("tracking_uri")
     @classmethod
     def _check_uri(cls, value: str | None) -> str | None:
         return None if value is None else check_uri(value, "tracking_uri")
+
+    @field_validator("workspace")
+    @classmethod
+    def _check_workspace(cls, value: str | None) -> str | None:
+        return None if value is None else check_workspace_name(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> MlflowCredentials:
@@ -133,6 +146,8 @@ ctx = setup_mlflow(experiment_name="ner", credentials=credentials)
             raise ValueError("give a username and password or a token, not both")
         if self.tracking_uri is not None and self.azure_workspace is not None:
             raise ValueError("give either tracking_uri or azure_workspace, not both")
+        if self.workspace is not None and self.azure_workspace is not None:
+            raise ValueError("an MLflow workspace is on an MLflow server, not in Azure ML")
         if self.token_provider is not None:
             if self.password is not None or self.token is not None:
                 raise ValueError("give a token_provider or a password or a token, not two")
@@ -212,6 +227,7 @@ ctx = setup_mlflow(experiment_name="ner", credentials=credentials)
             "azure_workspace": (
                 self.azure_workspace.model_dump() if self.azure_workspace is not None else None
             ),
+            "workspace": self.workspace,
             "username": self.username,
             "has_password": self.password is not None,
             "has_token": self.token is not None,

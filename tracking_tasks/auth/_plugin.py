@@ -7,20 +7,71 @@ This package registers :class:`ScopedAuthProvider` under the entry point group
 the credential scoped to the request's origin (:mod:`tracking_tasks.auth._scope`) and
 leaves any other request as MLflow prepared it (with the credentials of MLflow's own
 environment variables, if the user set them). A refused token is handled by
-:func:`~tracking_tasks.auth._scope.retry_authorization`'s rule.
+:func:`~tracking_tasks.auth._scope.retry_authorization`'s rule. It also gives an
+artifact request without an MLflow workspace header the workspace its path names
+(:func:`artifact_workspace`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import requests
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 
 from tracking_tasks._environment import name_auth_plugin
 from tracking_tasks._private_apis import register_request_auth_provider
-from tracking_tasks.auth._scope import PROVIDER_NAME, authorization_for, retry_authorization
+from tracking_tasks._validation import check_workspace_name
+from tracking_tasks.auth._scope import (
+    PROVIDER_NAME,
+    WORKSPACE_HEADER,
+    authorization_for,
+    retry_authorization,
+)
+from tracking_tasks.errors import TrackingConfigError
+
+_ARTIFACT_ROUTE = re.compile(
+    r"/api/2\.0/mlflow-artifacts/(?:artifacts|mpu/create|mpu/complete|mpu/abort|presigned)"
+    r"(?:/(.*))?$"
+)
+
+
+def artifact_workspace(url: str) -> str | None:
+    """The MLflow workspace an artifact request names in its path, or None.
+
+    With workspaces on, a run's artifacts live under ``workspaces/<name>/`` of the
+    server's artifact root (``mlflow-artifacts:/workspaces/team-a/7/<run>/artifacts``),
+    and the server refuses a request whose workspace header names another. The path (or
+    a listing's ``?path=``) is the one place such a request says its workspace without
+    the caller's context.
+
+    Args:
+        url: The request URL.
+
+    Returns:
+        The workspace name, or None for any other request.
+
+    Example:
+        >>> artifact_workspace("http://h:5000/api/2.0/mlflow-artifacts/artifacts/"
+        ...                    "workspaces/team-a/7/abc/artifacts/model.pkl")
+        'team-a'
+        >>> artifact_workspace("http://h:5000/api/2.0/mlflow/runs/get?run_id=abc") is None
+        True
+    """
+    parts = urlsplit(url)
+    match = _ARTIFACT_ROUTE.search(unquote(parts.path))
+    if match is None:
+        return None
+    path = match.group(1) or next((v for k, v in parse_qsl(parts.query) if k == "path"), "")
+    segments = path.lstrip("/").split("/")
+    if len(segments) < 2 or segments[0] != "workspaces":
+        return None
+    try:
+        return check_workspace_name(segments[1])
+    except TrackingConfigError:
+        return None  # not a workspace name: the server answers the request as it is
 
 
 class ScopedAuth(requests.auth.AuthBase):
@@ -32,9 +83,17 @@ class ScopedAuth(requests.auth.AuthBase):
     keeps the header on a redirect to the same host and port, so a server at
     ``/team-a/`` redirecting to ``/team-b/`` would otherwise carry team A's secret there.
     The next request gets the credential scoped to its own origin and prefix, or none.
+
+    Also fills a missing MLflow workspace header from an artifact request's path: MLflow
+    sends artifact transfers from its own worker threads, which do not see the caller's
+    workspace, and the path names it (the server requires the two to agree).
     """
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if WORKSPACE_HEADER not in request.headers:
+            workspace = artifact_workspace(request.url or "")
+            if workspace is not None:
+                request.headers[WORKSPACE_HEADER] = workspace
         value = authorization_for(request.url or "")
         if value is not None:
             request.headers["Authorization"] = value

@@ -26,6 +26,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 #: The name MLflow finds the library's request-auth plugin by (``MLFLOW_TRACKING_AUTH``).
 PROVIDER_NAME = "tracking-tasks"
+#: The header MLflow's client names a request's workspace in (MLflow's
+#: ``WORKSPACE_HEADER_NAME``; ``tests/test_private_apis.py`` checks they agree).
+WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
 
 
 @dataclass(frozen=True)

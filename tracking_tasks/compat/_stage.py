@@ -128,6 +128,7 @@ class StageTracker:
             tracking_uri=ctx.tracking_uri,
             registry_uri=ctx.registry_uri,
             credentials=ctx.credentials,
+            workspace=ctx.workspace,
         )
 
     def refuse(self, method: str, **given: tuple[Any, str]) -> None:

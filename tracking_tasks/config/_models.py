@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from tracking_tasks._validation import check_tags
+from tracking_tasks._validation import check_tags, check_workspace_name
 from tracking_tasks.errors import TrackingConfigError
 from tracking_tasks.urls import check_uri
 
@@ -26,6 +26,7 @@ ENV_VARS = {
     "tracking_uri": "MLFLOW_TRACKING_URI",
     "registry_uri": "MLFLOW_REGISTRY_URI",
     "experiment_name": "MLFLOW_EXPERIMENT_NAME",
+    "workspace": "MLFLOW_WORKSPACE",
 }
 MAX_EXPERIMENT_NAME_LENGTH = 500
 
@@ -91,6 +92,10 @@ class TrackingConfig(BaseModel):
         azure_workspace: An Azure ML workspace; its MLflow tracking URI is resolved by
             ``setup_mlflow`` (needs ``pip install 'tracking-tasks[azure]'``). Exclusive
             with ``tracking_uri``.
+        workspace: The MLflow workspace to track in, on a server started with
+            ``mlflow server --enable-workspaces`` (``team-a``); None: the server's
+            default. Exclusive with ``artifact_location`` (the server places a
+            workspace's artifacts itself).
 
     Raises:
         pydantic.ValidationError: a field is invalid; the message names the field and the
@@ -128,6 +133,16 @@ class TrackingConfig(BaseModel):
         "exclusive with tracking_uri.",
     )
 
+    workspace: str | None = Field(
+        default=None,
+        description="MLflow workspace on a server with --enable-workspaces; None: the default.",
+    )
+
+    @field_validator("workspace")
+    @classmethod
+    def _check_workspace(cls, value: str | None) -> str | None:
+        return None if value is None else check_workspace_name(value)
+
     @field_validator("experiment_name")
     @classmethod
     def _check_experiment_name(cls, value: str | None) -> str | None:
@@ -160,12 +175,19 @@ class TrackingConfig(BaseModel):
                 "give either tracking_uri or azure_workspace, not both: the workspace's "
                 "tracking URI is resolved from Azure"
             )
+        if self.workspace is not None and self.artifact_location is not None:
+            raise ValueError(
+                f"artifact_location cannot be set in MLflow workspace {self.workspace!r}: a "
+                "server with workspaces places each workspace's artifacts itself (an "
+                "administrator sets a workspace's default_artifact_root). Drop one of them"
+            )
         return self
 
     @classmethod
     def from_env(cls, **overrides: Any) -> TrackingConfig:
-        """Build a config from ``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI`` and
-        ``MLFLOW_EXPERIMENT_NAME``; keyword arguments override the environment.
+        """Build a config from ``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``,
+        ``MLFLOW_EXPERIMENT_NAME`` and ``MLFLOW_WORKSPACE``; keyword arguments override the
+        environment.
 
         Args:
             **overrides: Field values that win over the environment.

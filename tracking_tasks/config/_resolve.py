@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from tracking_tasks._validation import check_workspace_name
 from tracking_tasks.config._models import ENV_VARS, AzureMLWorkspace, TrackingConfig, workspace_of
 from tracking_tasks.errors import TrackingConfigError
 from tracking_tasks.urls import (
     DEFAULT_TRACKING_URI,
     absolute_local_uri,
     check_uri,
+    is_http_uri,
     redact_uri,
     same_server,
 )
@@ -82,6 +85,7 @@ def resolve_tracking_config(
     azure_workspace: AzureMLWorkspace | None = None,
     ml_client: Any = None,
     credentials: CredentialsLocation | None = None,
+    workspace: str | None = None,
 ) -> TrackingConfig:
     """Fill every field: explicit argument > ``config`` > credentials > environment > default.
 
@@ -104,6 +108,9 @@ def resolve_tracking_config(
         credentials: An ``MlflowCredentials`` block: its tracking URI or workspace is used
             when neither the arguments nor the config name one; when it names a tracking
             URI, no other may be resolved (credentials never go to another server).
+        workspace: Overrides the config's MLflow workspace; else the block's, else
+            ``$MLFLOW_WORKSPACE`` (read, never written), else None (the server's
+            default). A workspace needs an ``http(s)://`` tracking server.
 
     Returns:
         A ``TrackingConfig`` with the experiment name and either the tracking URI or the
@@ -132,31 +139,35 @@ def resolve_tracking_config(
         raise TrackingConfigError(
             f"credentials must be an MlflowCredentials block, not {type(credentials).__name__}"
         )
-    workspace = _argument_workspace(azure_workspace, ml_client)
-    if workspace is not None and tracking_uri is not None:
+    if workspace is None and base.workspace is None and credentials is not None:
+        workspace = getattr(credentials, "workspace", None)  # a block may name one
+    azure = _argument_workspace(azure_workspace, ml_client)
+    if azure is not None and tracking_uri is not None:
         raise TrackingConfigError(
             "give either tracking_uri or an Azure workspace (azure_workspace / ml_client), "
             "not both: the workspace's tracking URI is resolved from Azure"
         )
-    if workspace is None and tracking_uri is None and base.tracking_uri is None:
-        workspace = base.azure_workspace
-        if workspace is None and credentials is not None and credentials.tracking_uri is None:
-            workspace = credentials.azure_workspace
-    if workspace is not None:
+    if azure is None and tracking_uri is None and base.tracking_uri is None:
+        azure = base.azure_workspace
+        if azure is None and credentials is not None and credentials.tracking_uri is None:
+            azure = credentials.azure_workspace
+    if azure is not None:
         resolved_ws = _resolve_fields(
             base.model_copy(update={"tracking_uri": None, "azure_workspace": None}),
             experiment_name=experiment_name,
             tracking_uri="azureml://placeholder",  # checked by TrackingConfig, replaced below
             registry_uri=registry_uri,
             artifact_location=artifact_location,
+            workspace=workspace,
         )
         if credentials is not None and credentials.tracking_uri is not None:
             raise TrackingConfigError(
                 f"the credentials are for {redact_uri(credentials.tracking_uri)} but the "
-                f"tracking location is Azure ML workspace {workspace.workspace_id}: MLflow "
+                f"tracking location is Azure ML workspace {azure.workspace_id}: MLflow "
                 "credentials are never sent to another server"
             )
-        return resolved_ws.model_copy(update={"tracking_uri": None, "azure_workspace": workspace})
+        check_workspace_server(resolved_ws.workspace, "azureml://")
+        return resolved_ws.model_copy(update={"tracking_uri": None, "azure_workspace": azure})
     if tracking_uri is None and base.tracking_uri is None and credentials is not None:
         tracking_uri = credentials.tracking_uri
     resolved = _resolve_fields(
@@ -165,10 +176,92 @@ def resolve_tracking_config(
         tracking_uri=tracking_uri,
         registry_uri=registry_uri,
         artifact_location=artifact_location,
+        workspace=workspace,
     )
     if resolved.tracking_uri is not None:
         check_credentials_server(credentials, resolved.tracking_uri)
+        check_workspace_server(resolved.workspace, resolved.tracking_uri)
     return resolved
+
+
+def check_workspace_server(workspace: str | None, tracking_uri: str) -> None:
+    """Refuse an MLflow workspace where no tracking server can hold one (a local store).
+
+    Raises:
+        TrackingConfigError: a workspace with a tracking URI that is not ``http(s)://``.
+    """
+    if workspace is not None and not is_http_uri(tracking_uri):
+        raise TrackingConfigError(
+            f"MLflow workspace {workspace!r} needs an MLflow tracking server (http(s)://, "
+            f"started with --enable-workspaces), and the tracking URI is "
+            f"{redact_uri(tracking_uri)}: track to such a server, or drop workspace= "
+            "(and MLFLOW_WORKSPACE)"
+        )
+
+
+def resolve_workspace(
+    workspace: str | None = None,
+    *,
+    given: Iterable[str | None] = (),
+    credentials: CredentialsLocation | None = None,
+    tracking_uri: str | None = None,
+) -> str | None:
+    """Resolve the MLflow workspace a lookup means: the argument > the handles' > the
+    credentials block's > ``$MLFLOW_WORKSPACE`` > None (the server's default).
+
+    The order ``setup_mlflow`` resolves a context's workspace in, for the calls that take
+    no context (the finders by experiment name, reconcile, the command line). The
+    environment is read, never written.
+
+    Args:
+        workspace: An explicit workspace name, or None.
+        given: The workspaces of the ``TrackingContext`` values a call was given.
+        credentials: An ``MlflowCredentials`` block, whose workspace is the default.
+        tracking_uri: The resolved tracking URI, to refuse a workspace on a local store.
+
+    Returns:
+        The checked workspace name, or None.
+
+    Raises:
+        TrackingConfigError: an invalid name (the message says where it came from),
+            handles in different workspaces, an argument that contradicts them, or a
+            workspace with a tracking URI that is not ``http(s)://``.
+
+    Example:
+        >>> resolve_workspace("team-a")
+        'team-a'
+    """
+    resolved = _workspace(workspace, set(given), credentials)
+    if tracking_uri is not None:
+        check_workspace_server(resolved, tracking_uri)
+    return resolved
+
+
+def _workspace(
+    workspace: str | None, named: set[str | None], credentials: CredentialsLocation | None
+) -> str | None:
+    if len(named) > 1:
+        raise TrackingConfigError(
+            "the TrackingContexts are in different MLflow workspaces "
+            f"({', '.join(sorted(str(n) for n in named))}): look up one workspace at a time"
+        )
+    if named:
+        (theirs,) = named
+        if workspace is not None and workspace != theirs:
+            raise TrackingConfigError(
+                f"workspace {workspace!r} differs from the TrackingContext's {theirs!r}: "
+                "drop one of them"
+            )
+        return theirs
+    if workspace is not None:
+        return check_workspace_name(workspace, "the workspace argument")
+    from_block = getattr(credentials, "workspace", None)
+    if from_block is not None:
+        return check_workspace_name(from_block, "the credentials block's workspace")
+    variable = ENV_VARS["workspace"]
+    if os.environ.get(variable, "").strip():
+        return check_workspace_name(os.environ[variable], f"${variable}")
+    return None
 
 
 def check_credentials_server(credentials: CredentialsLocation | None, tracking_uri: str) -> None:
@@ -227,12 +320,14 @@ def _resolve_fields(
     tracking_uri: str | None,
     registry_uri: str | None,
     artifact_location: str | None,
+    workspace: str | None,
 ) -> TrackingConfig:
     explicit = {
         "experiment_name": experiment_name,
         "tracking_uri": tracking_uri,
         "registry_uri": registry_uri,
         "artifact_location": artifact_location,
+        "workspace": workspace,
     }
     defaults = {"experiment_name": DEFAULT_EXPERIMENT_NAME, "tracking_uri": DEFAULT_TRACKING_URI}
     values: dict[str, Any] = {"tags": base.tags}

@@ -34,6 +34,7 @@ from tracking_tasks.ops._model_registry import (
 from tracking_tasks.ops._reconcile import FlowRunStates, ReconcileReport, reconcile_runs
 from tracking_tasks.ops._runs import create_mlflow_run
 from tracking_tasks.ops._setup import setup_mlflow
+from tracking_tasks.ops._workspaces import workspace_scope
 
 __all__ = [
     "MANIFEST_NAME",
@@ -65,4 +66,5 @@ __all__ = [
     "set_tags",
     "setup_mlflow",
     "upload_artifacts",
+    "workspace_scope",
 ]

@@ -1,4 +1,4 @@
-"""One MlflowClient per (tracking URI, registry URI) per process, with its server's credentials."""
+"""One MlflowClient per (tracking URI, registry URI) per process; a handle's workspace scopes it."""
 
 from __future__ import annotations
 
@@ -6,27 +6,36 @@ import functools
 from typing import TYPE_CHECKING
 
 from tracking_tasks.auth._apply import ensure_credentials
+from tracking_tasks.ops._workspaces import scoped
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
 def get_client(
-    tracking_uri: str, registry_uri: str | None = None, *, credentials: str | None = None
+    tracking_uri: str,
+    registry_uri: str | None = None,
+    *,
+    credentials: str | None = None,
+    workspace: str | None = None,
 ) -> MlflowClient:
     """Return a cached ``MlflowClient`` bound to an explicit tracking URI.
 
     The client holds no run state, so one per URI is shared by every thread. MLflow is
     imported on the first call, not when tracking_tasks is imported. ``credentials`` (a
     handle's secret-free reference) is loaded first if this process has not yet done so.
+    With a ``workspace``, every call made through the client goes to that MLflow
+    workspace, from whichever thread (a scoped view of the same client: MLflow picks the
+    workspace per request, not per client).
 
     Args:
         tracking_uri: The tracking URI (resolved: see ``resolve_tracking_uri``).
         registry_uri: The model registry URI, or None for the tracking URI.
         credentials: A handle's ``credentials`` reference, or None.
+        workspace: A handle's MLflow workspace, or None.
 
     Returns:
-        An ``MlflowClient`` for that URI.
+        An ``MlflowClient`` for that URI (in that workspace).
 
     Raises:
         TrackingConfigError: the credentials reference cannot be loaded.
@@ -36,7 +45,8 @@ def get_client(
         True
     """
     ensure_credentials(credentials, tracking_uri)
-    return _client(tracking_uri, registry_uri)
+    client = _client(tracking_uri, registry_uri)
+    return client if workspace is None else scoped(client, workspace)  # type: ignore[no-any-return]
 
 
 @functools.lru_cache(maxsize=64)

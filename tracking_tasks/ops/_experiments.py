@@ -24,6 +24,7 @@ def ensure_experiment(
     *,
     registry_uri: str | None = None,
     artifact_location: str | None = None,
+    workspace: str | None = None,
 ) -> str:
     """Return the experiment's id, creating it if missing and restoring it if deleted.
 
@@ -34,6 +35,7 @@ def ensure_experiment(
         name: The experiment name.
         registry_uri: The model registry URI, or None.
         artifact_location: Artifact root used if the experiment is created.
+        workspace: The MLflow workspace the experiment is in, or None.
 
     Returns:
         The experiment id.
@@ -49,9 +51,10 @@ def ensure_experiment(
     """
     from mlflow.exceptions import MlflowException
 
-    client = get_client(tracking_uri, registry_uri)
+    client = get_client(tracking_uri, registry_uri, workspace=workspace)
     with mlflow_errors(
-        f"could not find, create or restore experiment {name!r} on {redact_uri(tracking_uri)}",
+        f"could not find, create or restore experiment {name!r} on {redact_uri(tracking_uri)}"
+        + _in(workspace),
         default=ExperimentSetupError,
     ):
         experiment = client.get_experiment_by_name(name)
@@ -69,12 +72,19 @@ def ensure_experiment(
         return str(experiment.experiment_id)
 
 
-def experiment_ids(tracking_uri: str, names: Sequence[str]) -> list[str]:
+def _in(workspace: str | None) -> str:
+    return f" in workspace {workspace!r}" if workspace else ""
+
+
+def experiment_ids(
+    tracking_uri: str, names: Sequence[str], *, workspace: str | None = None
+) -> list[str]:
     """Look each experiment name up (one request each); unknown or deleted names raise.
 
     Args:
         tracking_uri: The tracking URI (resolved).
         names: Experiment names.
+        workspace: The MLflow workspace they are in, or None.
 
     Returns:
         Their ids, in the same order.
@@ -89,29 +99,30 @@ def experiment_ids(tracking_uri: str, names: Sequence[str]) -> list[str]:
         >>> experiment_ids(uri, [ensure_experiment(uri, "ner") and "ner"]) != []
         True
     """
-    client = get_client(tracking_uri)
+    client = get_client(tracking_uri, workspace=workspace)
     ids = []
     for name in names:
         with mlflow_errors(
-            f"could not look up experiment {name!r} on {redact_uri(tracking_uri)}",
+            f"could not look up experiment {name!r} on {redact_uri(tracking_uri)}" + _in(workspace),
             default=RunSearchError,
         ):
             experiment = client.get_experiment_by_name(name)
         if experiment is None or experiment.lifecycle_stage == "deleted":
             state = "is deleted" if experiment is not None else "does not exist"
             raise ExperimentNotFoundError(
-                f"experiment {name!r} {state} on {redact_uri(tracking_uri)}: check the name "
-                "(setup_mlflow creates it) and the tracking URI"
+                f"experiment {name!r} {state} on {redact_uri(tracking_uri)}{_in(workspace)}: "
+                "check the name (setup_mlflow creates it), the tracking URI and the workspace"
             )
         ids.append(str(experiment.experiment_id))
     return ids
 
 
-def all_experiment_ids(tracking_uri: str) -> list[str]:
-    """Every active experiment on the server (paged).
+def all_experiment_ids(tracking_uri: str, *, workspace: str | None = None) -> list[str]:
+    """Every active experiment on the server (in the workspace), paged.
 
     Args:
         tracking_uri: The tracking URI (resolved).
+        workspace: The MLflow workspace, or None.
 
     Returns:
         The ids of every active experiment.
@@ -124,11 +135,12 @@ def all_experiment_ids(tracking_uri: str) -> list[str]:
         >>> all_experiment_ids(f"sqlite:///{tempfile.mkdtemp()}/mlflow.db")
         ['0']
     """
-    client = get_client(tracking_uri)
+    client = get_client(tracking_uri, workspace=workspace)
     ids: list[str] = []
     token: str | None = None
     with mlflow_errors(
-        f"could not list the experiments on {redact_uri(tracking_uri)}", default=RunSearchError
+        f"could not list the experiments on {redact_uri(tracking_uri)}{_in(workspace)}",
+        default=RunSearchError,
     ):
         while True:
             page = client.search_experiments(max_results=PAGE_SIZE, page_token=token)

@@ -84,6 +84,27 @@ def tag_exists(key: str) -> str:
     return f"tags.`{key}` IS NOT NULL"
 
 
+def run_id_in(run_ids: Sequence[str]) -> str:
+    """A clause matching the runs with these ids.
+
+    Args:
+        run_ids: MLflow run ids (hex strings).
+
+    Returns:
+        E.g. ``attributes.run_id IN ('a1', 'b2')``.
+
+    Raises:
+        InvalidSearchError: no id, or an id that is not a run id (letters and digits).
+
+    Example:
+        >>> run_id_in(["a1", "b2"])
+        "attributes.run_id IN ('a1', 'b2')"
+    """
+    if not run_ids or not all(isinstance(i, str) and i.isalnum() for i in run_ids):
+        raise InvalidSearchError(f"run ids must be letters and digits, not {list(run_ids)!r:.80}")
+    return f"attributes.run_id IN ({', '.join(quote_value(i) for i in run_ids)})"
+
+
 def status_equals(status: str) -> str:
     """A clause matching runs in one status (checked: see :func:`check_status`).
 

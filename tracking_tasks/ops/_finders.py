@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from tracking_tasks._status import RunStatusName
 from tracking_tasks._validation import check_key
 from tracking_tasks.auth._apply import apply_credentials
-from tracking_tasks.config._resolve import CredentialsLocation, resolve_tracking_uri
+from tracking_tasks.config._resolve import (
+    CredentialsLocation,
+    resolve_tracking_uri,
+    resolve_workspace,
+)
 from tracking_tasks.errors import (
     InvalidSearchError,
     RunNotFoundError,
@@ -56,6 +60,7 @@ def find_mlflow_runs(
     experiment_name: str | Sequence[str] | None = None,
     tracking_uri: str | None = None,
     credentials: CredentialsLocation | None = None,
+    workspace: str | None = None,
     order_by: str | Sequence[str] | None = None,
     status: RunStatusName | None = None,
     max_results: int | None = None,
@@ -82,6 +87,7 @@ def find_mlflow_runs(
         tracking_uri: Tracking URI to search (wins over a context's and the environment).
         credentials: An ``MlflowCredentials`` block for the server; by default the
             contexts' (their saved block's name, loaded where the finder runs).
+        workspace: The MLflow workspace (default: the contexts', the block's, the env's).
         order_by: MLflow order-by clause(s), e.g. ``"metrics.f1 DESC"``.
         status: Only runs in this status (``FINISHED``, ``FAILED``, ``RUNNING``...).
         max_results: At most this many runs; None means all.
@@ -109,7 +115,9 @@ def find_mlflow_runs(
     clauses = check_order_by(order_by)
     limit = check_positive(max_results, "max_results")
     size = check_positive(page_size, "page_size", MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
-    scope = resolve_scope(experiments, experiment_name, tracking_uri, credentials=credentials)
+    scope = resolve_scope(
+        experiments, experiment_name, tracking_uri, credentials=credentials, workspace=workspace
+    )
     return search(Query(scope, where, clauses, bool(include_deleted), limit, size))
 
 
@@ -131,6 +139,7 @@ def find_best_run(
     include_deleted: bool = False,
     tracking_uri: str | None = None,
     credentials: CredentialsLocation | None = None,
+    workspace: str | None = None,
     page_size: int = 100,
 ) -> RunSummary | None:
     """Return the run with the highest (or lowest) value of ``metric``, or None.
@@ -155,6 +164,7 @@ def find_best_run(
         tracking_uri: Tracking URI to search (wins over a context's and the environment).
         credentials: An ``MlflowCredentials`` block for the server; by default the
             contexts' (their saved block's name, loaded where the finder runs).
+        workspace: The MLflow workspace (default: the contexts', the block's, the env's).
         page_size: Runs per request while reading the ranked runs.
 
     Returns:
@@ -179,7 +189,9 @@ def find_best_run(
     direction = "DESC" if mode == "max" else "ASC"
     where = checked_filter(filter_string, status=status)
     size = check_positive(page_size, "page_size", MAX_PAGE_SIZE) or 100
-    scope = resolve_scope(experiments, experiment_name, tracking_uri, credentials=credentials)
+    scope = resolve_scope(
+        experiments, experiment_name, tracking_uri, credentials=credentials, workspace=workspace
+    )
     query = Query(
         scope, where, (f"metrics.`{name}` {direction}",), bool(include_deleted), None, size
     )
@@ -196,7 +208,7 @@ def find_best_run(
     if not tied:
         return None
     winner = min(tied, key=lambda r: (r.info.start_time or 0, r.info.run_id))
-    return RunSummary.from_run(winner, scope.tracking_uri)
+    return RunSummary.from_run(winner, scope.tracking_uri, scope.workspace)
 
 
 def _hash_of(config: Any) -> str:
@@ -221,6 +233,7 @@ def find_run_by_config_hash(
     include_deleted: bool = False,
     tracking_uri: str | None = None,
     credentials: CredentialsLocation | None = None,
+    workspace: str | None = None,
 ) -> RunSummary | None:
     """Return the latest run created for a config (tag ``tracking_tasks.config_hash``).
 
@@ -240,6 +253,7 @@ def find_run_by_config_hash(
         tracking_uri: Tracking URI to search (wins over a context's and the environment).
         credentials: An ``MlflowCredentials`` block for the server; by default the
             contexts' (their saved block's name, loaded where the finder runs).
+        workspace: The MLflow workspace (default: the contexts', the block's, the env's).
 
     Returns:
         The latest matching run's ``RunSummary``, or None.
@@ -261,7 +275,9 @@ def find_run_by_config_hash(
     if stage is not None:
         clauses.append(tag_equals(STAGE_TAG, str(stage)))
     where = checked_filter(*clauses, status=status)
-    scope = resolve_scope(experiments, experiment_name, tracking_uri, credentials=credentials)
+    scope = resolve_scope(
+        experiments, experiment_name, tracking_uri, credentials=credentials, workspace=workspace
+    )
     found = search(
         Query(scope, where, ("attributes.start_time DESC",), bool(include_deleted), 1, 1)
     )
@@ -285,6 +301,7 @@ def find_runs_for_flow_run(
     include_deleted: bool = False,
     tracking_uri: str | None = None,
     credentials: CredentialsLocation | None = None,
+    workspace: str | None = None,
 ) -> list[RunSummary]:
     """Return the MLflow runs opened under a Prefect flow run (tag ``prefect.flow_run_id``).
 
@@ -302,6 +319,7 @@ def find_runs_for_flow_run(
         tracking_uri: Tracking URI to search (wins over a context's and the environment).
         credentials: An ``MlflowCredentials`` block for the server; by default the
             contexts' (their saved block's name, loaded where the finder runs).
+        workspace: The MLflow workspace (default: the contexts', the block's, the env's).
 
     Returns:
         The runs' ``RunSummary`` values, oldest first.
@@ -320,7 +338,12 @@ def find_runs_for_flow_run(
     """
     where = checked_filter(tag_equals(FLOW_RUN_TAG, _flow_run_id(flow_run_id)))
     scope = resolve_scope(
-        experiments, experiment_name, tracking_uri, credentials=credentials, all_when_unnamed=True
+        experiments,
+        experiment_name,
+        tracking_uri,
+        credentials=credentials,
+        all_when_unnamed=True,
+        workspace=workspace,
     )
     return search(Query(scope, where, ("attributes.start_time ASC",), bool(include_deleted)))
 
@@ -348,7 +371,11 @@ def open_run_ids(scope: Scope, flow_run_id: str) -> list[str]:
 
 
 def get_run_summary(
-    run_id: str, *, tracking_uri: str | None = None, credentials: CredentialsLocation | None = None
+    run_id: str,
+    *,
+    tracking_uri: str | None = None,
+    credentials: CredentialsLocation | None = None,
+    workspace: str | None = None,
 ) -> RunSummary:
     """Fetch one run by id as a ``RunSummary`` (not cached: one request).
 
@@ -357,6 +384,7 @@ def get_run_summary(
         tracking_uri: Tracking URI (default: ``$MLFLOW_TRACKING_URI``, else the embedded
             default).
         credentials: An ``MlflowCredentials`` block for the server, if it needs one.
+        workspace: The run's MLflow workspace (default: the block's, ``$MLFLOW_WORKSPACE``).
 
     Returns:
         The run's ``RunSummary``.
@@ -374,17 +402,19 @@ def get_run_summary(
     """
     uri = resolve_tracking_uri(tracking_uri, credentials=credentials)
     apply_credentials(credentials, uri)
+    space = resolve_workspace(workspace, credentials=credentials, tracking_uri=uri)
+    where = redact_uri(uri) + (f" in workspace {space!r}" if space else "")
     try:
         with mlflow_errors(
-            f"could not read run {run_id!r} on {redact_uri(uri)}",
+            f"could not read run {run_id!r} on {where}",
             default=RunSearchError,
             not_found=RunNotFoundError,
             invalid=RunNotFoundError,
         ):
-            run = get_client(uri).get_run(run_id)
+            run = get_client(uri, workspace=space).get_run(run_id)
     except RunNotFoundError as exc:
         raise RunNotFoundError(
-            f"MLflow run {run_id!r} does not exist on {redact_uri(uri)}: check the run id and "
-            "the tracking URI"
+            f"MLflow run {run_id!r} does not exist on {where}: check the run id, the "
+            "tracking URI and the workspace"
         ) from exc.__cause__
-    return RunSummary.from_run(run, uri)
+    return RunSummary.from_run(run, uri, space)

@@ -17,7 +17,9 @@ block, in the same thread, with no explicit parent is nested under it
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import threading
 from types import TracebackType
 
@@ -26,6 +28,7 @@ from tracking_tasks._private_apis import fluent_experiment_id
 from tracking_tasks._status import exit_status
 from tracking_tasks.errors import RunEndError, RunNotFoundError, TrackingServerError, mlflow_errors
 from tracking_tasks.handles import RunRef, TrackingContext
+from tracking_tasks.ops._workspaces import workspace_scope
 from tracking_tasks.urls import redact_uri, same_server
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,16 @@ def _stack() -> list[RunRef]:
     if stack is None:
         stack = _entered.stack = []
     return stack
+
+
+def _scopes() -> list[contextlib.AbstractContextManager[str | None]]:
+    """The workspace scopes of this thread's open blocks, innermost last."""
+    scopes: list[contextlib.AbstractContextManager[str | None]] | None = getattr(
+        _entered, "scopes", None
+    )
+    if scopes is None:
+        scopes = _entered.scopes = []
+    return scopes
 
 
 def enclosing_run() -> RunRef | None:
@@ -76,6 +89,19 @@ class RunHandle(RunRef):
     """
 
     def __enter__(self) -> RunHandle:
+        # the block's fluent calls (and MLflow's own, below) go to the run's workspace
+        scope = workspace_scope(self.workspace)
+        scope.__enter__()
+        try:
+            self._activate()
+        except BaseException:
+            scope.__exit__(*sys.exc_info())
+            raise
+        _scopes().append(scope)
+        _stack().append(self)
+        return self
+
+    def _activate(self) -> None:
         import mlflow
 
         experiment = fluent_experiment_id()
@@ -101,8 +127,6 @@ class RunHandle(RunRef):
             # nested=True only allows a run to be active already (an enclosing block's):
             # with run_id given, MLflow resumes this run and sets no parent of its own
             mlflow.start_run(run_id=self.run_id, nested=True)
-        _stack().append(self)
-        return self
 
     def __exit__(
         self,
@@ -110,12 +134,20 @@ class RunHandle(RunRef):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        import mlflow
-
         status = exit_status(exc_type)
         stack = _stack()
         if self in stack:
             stack.remove(self)
+        scopes = _scopes()
+        try:
+            self._end(status)
+        finally:
+            if scopes:
+                scopes.pop().__exit__(None, None, None)
+
+    def _end(self, status: str) -> None:
+        import mlflow
+
         with mlflow_errors(
             f"could not end MLflow run {self.run_id} on {redact_uri(self.tracking_uri)}",
             default=RunEndError,

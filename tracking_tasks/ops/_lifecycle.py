@@ -21,7 +21,7 @@ from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._client import get_client
 from tracking_tasks.ops._logging import now_ms
 from tracking_tasks.ops._runs import get_run_info
-from tracking_tasks.tags import FINAL_STATE_TAG
+from tracking_tasks.tags import FINAL_STATE_TAG, RECONCILE_OVERRULED_TAG, RECONCILED_TAG
 from tracking_tasks.urls import redact_uri
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,15 @@ def end_mlflow_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
 
 @dataclass(frozen=True)
 class RunLocation:
-    """Where a run lives: its tracking server, registry and experiment, and the
-    secret-free credentials reference requests there carry (loaded where it is used)."""
+    """Where a run lives: its tracking server, registry, experiment and MLflow workspace,
+    and the secret-free credentials reference requests there carry (loaded where it is
+    used)."""
 
     tracking_uri: str
     registry_uri: str | None
     experiment_id: str
     credentials: str | None = None
+    workspace: str | None = None
 
 
 def end_runs(
@@ -72,14 +74,20 @@ def end_runs(
     *,
     tags: Mapping[str, str] | None = None,
     max_workers: int = 8,
+    overrule_reconciled: bool = False,
 ) -> tuple[list[str], list[str]]:
     """End runs still RUNNING as ``status``, tagging the state that ended them.
 
-    A run already ended is never overwritten. Every run is tried; failures are
-    collected, not raised, so one unreachable server does not leave the others open.
+    A run already ended is never overwritten, with one exception the flow's own hooks
+    ask for (``overrule_reconciled``): a status ``reconcile_runs`` wrote (the run carries
+    ``tracking_tasks.reconciled``) is replaced, since a live process knows better how
+    its flow run ended than a reconcile pass that saw it Crashed; the reason reconcile
+    gave moves to ``tracking_tasks.reconcile_overruled``. Every run is tried; failures
+    are collected, not raised, so one unreachable server does not leave the others open.
     The requests go out concurrently: the status checks first, then each run's tags and
     end together, so ending one run or twenty costs about two round trips. A run costs
-    two requests (its tags, its end) plus the status check unless ``known_running``.
+    two requests (its tags, its end) plus the status check unless ``known_running``
+    (and one more to remove the tag of a status it overrules).
 
     Args:
         runs: ``(run id, location, known_running)``; ``known_running`` skips the status
@@ -88,6 +96,7 @@ def end_runs(
         final_state: The name of what ended them, tagged as ``prefect.final_state``.
         tags: More tags to set on each run ended, in the same request.
         max_workers: Requests in flight at once.
+        overrule_reconciled: Also end (again) a checked run whose status reconcile wrote.
 
     Returns:
         ``(ended run ids, error messages)``.
@@ -102,8 +111,13 @@ def end_runs(
     errors: list[str] = []
     to_tag = {FINAL_STATE_TAG: final_state, **(tags or {})}
 
-    def attempt(run_id: str, where: RunLocation, method: str, *args: Any, **kwargs: Any) -> Any:
-        client = get_client(where.tracking_uri, where.registry_uri, credentials=where.credentials)
+    def attempt(run_id: str, where: RunLocation, method: str, *args: Any) -> Any:
+        client = get_client(
+            where.tracking_uri,
+            where.registry_uri,
+            credentials=where.credentials,
+            workspace=where.workspace,
+        )
         with mlflow_errors(
             f"run {run_id} on {redact_uri(where.tracking_uri)}", default=TrackingServerError
         ):
@@ -112,8 +126,10 @@ def end_runs(
             if method == "tag":
                 from mlflow.entities import RunTag
 
-                return client.log_batch(run_id, tags=[RunTag(k, v) for k, v in to_tag.items()])
-            return getattr(client, method)(run_id, *args, **kwargs)
+                (extra,) = args
+                pairs = {**to_tag, **extra}
+                return client.log_batch(run_id, tags=[RunTag(k, v) for k, v in pairs.items()])
+            return getattr(client, method)(run_id, *args)
 
     def outcome(future: Future[Any]) -> tuple[bool, Any]:
         try:
@@ -129,22 +145,50 @@ def end_runs(
             if not known_running
         }
 
-        def still_running(run_id: str) -> bool:  # a run ended already is never overwritten
+        def endable(run_id: str) -> tuple[bool, str | None]:
+            """(end it?, the reconciled reason it overrules); an ended run stays ended."""
             if run_id not in checks:
-                return True
+                return True, None
             ok, run = outcome(checks[run_id])
-            return ok and run.info.status == "RUNNING"
+            if not ok:
+                return False, None
+            reason = run.data.tags.get(RECONCILED_TAG) if overrule_reconciled else None
+            return run.info.status == "RUNNING" or reason is not None, reason
 
-        to_end = [(run_id, where) for run_id, where, _ in items if still_running(run_id)]
+        plan = [(run_id, where, *endable(run_id)) for run_id, where, _ in items]
         writes = [
             (
                 run_id,
-                pool.submit(attempt, run_id, where, "tag"),
+                pool.submit(
+                    attempt,
+                    run_id,
+                    where,
+                    "tag",
+                    {RECONCILE_OVERRULED_TAG: reason} if reason else {},
+                ),
                 pool.submit(attempt, run_id, where, "end"),
+                pool.submit(attempt, run_id, where, "delete_tag", RECONCILED_TAG)
+                if reason
+                else None,
             )
-            for run_id, where in to_end
+            for run_id, where, end, reason in plan
+            if end
         ]
-        ended = [run_id for run_id, tag, end in writes if all([outcome(tag)[0], outcome(end)[0]])]
+        ended = [
+            run_id
+            for run_id, *sent in writes
+            if all([outcome(future)[0] for future in sent if future is not None])
+        ]
+    overruled = [(run_id, reason) for run_id, _, end, reason in plan if end and reason]
+    for run_id, reason in overruled:
+        log.warning(
+            "MLflow run %s: its flow run's hooks ended it %s (%s), over the status reconcile "
+            "had written (%s)",
+            run_id,
+            status,
+            final_state,
+            reason,
+        )
     return ended, errors
 
 
@@ -177,7 +221,9 @@ def terminate_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
         default=RunEndError,
         not_found=RunNotFoundError,
     ):
-        client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
+        client = get_client(
+            run.tracking_uri, run.registry_uri, credentials=run.credentials, workspace=run.workspace
+        )
         _set_status(client, run.run_id, status)
     return status
 

@@ -140,7 +140,9 @@ def send_batch(
         >>> send_batch(ref)  # nothing to send: no request
         0
     """
-    client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
+    client = get_client(
+        run.tracking_uri, run.registry_uri, credentials=run.credentials, workspace=run.workspace
+    )
     requests = 0
     with mlflow_errors(
         f"logging to MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",

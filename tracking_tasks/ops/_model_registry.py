@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tracking_tasks.config._resolve import resolve_tracking_uri
+from tracking_tasks.config._resolve import resolve_tracking_uri, resolve_workspace
 from tracking_tasks.errors import ModelRegistryError, NotFoundError, error_code, mlflow_errors
 from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._client import get_client
@@ -38,7 +38,9 @@ def register_model_version(run: RunRef, artifact_path: str, name: str) -> str:
     """
     from mlflow.exceptions import MlflowException
 
-    client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
+    client = get_client(
+        run.tracking_uri, run.registry_uri, credentials=run.credentials, workspace=run.workspace
+    )
     source = f"runs:/{run.run_id}/{artifact_path}"
     query = and_(f"name = {quote_value(name)}", f"run_id = {quote_value(run.run_id)}")
     with mlflow_errors(
@@ -87,7 +89,11 @@ class ModelVersion(BaseModel):
 
 
 def latest_model_version(
-    name: str, *, tracking_uri: str | None = None, registry_uri: str | None = None
+    name: str,
+    *,
+    tracking_uri: str | None = None,
+    registry_uri: str | None = None,
+    workspace: str | None = None,
 ) -> ModelVersion:
     """Return the newest version of a registered model.
 
@@ -96,6 +102,8 @@ def latest_model_version(
         tracking_uri: The tracking URI (default: ``$MLFLOW_TRACKING_URI``, else the
             embedded default).
         registry_uri: The model registry URI, if it differs from the tracking URI.
+        workspace: The MLflow workspace the model is registered in (default:
+            ``$MLFLOW_WORKSPACE``, else the server's default); names are per workspace.
 
     Returns:
         Its ``ModelVersion`` with the highest version number.
@@ -110,9 +118,10 @@ def latest_model_version(
         True
     """
     uri = resolve_tracking_uri(tracking_uri)
-    where = redact_uri(registry_uri or uri)
+    workspace = resolve_workspace(workspace)
+    where = redact_uri(registry_uri or uri) + (f" in workspace {workspace!r}" if workspace else "")
     with mlflow_errors(f"could not read model {name!r} on {where}", default=ModelRegistryError):
-        versions = get_client(uri, registry_uri).search_model_versions(
+        versions = get_client(uri, registry_uri, workspace=workspace).search_model_versions(
             f"name = {quote_value(name)}"
         )
     if not versions:

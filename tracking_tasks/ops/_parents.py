@@ -64,7 +64,12 @@ def check_parent_run(context: TrackingContext, parent_run_id: str) -> None:
         fix="Pass the run id of an existing run (a RunRef from create_mlflow_run)",
     ):
         info = (
-            get_client(context.tracking_uri, context.registry_uri, credentials=context.credentials)
+            get_client(
+                context.tracking_uri,
+                context.registry_uri,
+                credentials=context.credentials,
+                workspace=context.workspace,
+            )
             .get_run(parent_run_id)
             .info
         )

@@ -160,7 +160,10 @@ def _find_by_identity(context: TrackingContext, identity: str) -> RunInfo | None
     from mlflow.entities import ViewType
 
     runs = get_client(
-        context.tracking_uri, context.registry_uri, credentials=context.credentials
+        context.tracking_uri,
+        context.registry_uri,
+        credentials=context.credentials,
+        workspace=context.workspace,
     ).search_runs(
         [context.experiment_id],
         filter_string=tag_equals(IDENTITY_TAG, identity),
@@ -200,7 +203,12 @@ def open_run(plan: RunPlan, *, known_run_id: str | None = None, search: bool = F
         (True, 'RUNNING')
     """
     context = plan.context
-    client = get_client(context.tracking_uri, context.registry_uri, credentials=context.credentials)
+    client = get_client(
+        context.tracking_uri,
+        context.registry_uri,
+        credentials=context.credentials,
+        workspace=context.workspace,
+    )
     with mlflow_errors(
         f"could not create MLflow run {plan.run_name!r} in experiment {context.experiment_id} "
         f"on {redact_uri(context.tracking_uri)}",
@@ -242,6 +250,7 @@ def open_run(plan: RunPlan, *, known_run_id: str | None = None, search: bool = F
         parent_run_id=plan.parent_run_id,
         config_hash=plan.config_hash,
         credentials=context.credentials,
+        workspace=context.workspace,
     )
     if existing is None:
         log.info(
@@ -325,5 +334,7 @@ def get_run_info(run: RunRef) -> RunInfo:
         f"could not read MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",
         not_found=RunNotFoundError,
     ):
-        client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
+        client = get_client(
+            run.tracking_uri, run.registry_uri, credentials=run.credentials, workspace=run.workspace
+        )
         return client.get_run(run.run_id).info

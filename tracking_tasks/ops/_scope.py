@@ -12,6 +12,7 @@ from tracking_tasks.config._resolve import (
     CredentialsLocation,
     resolve_tracking_config,
     resolve_tracking_uri,
+    resolve_workspace,
 )
 from tracking_tasks.errors import InvalidSearchError, RunSearchError, mlflow_errors
 from tracking_tasks.handles import RunSummary, TrackingContext
@@ -41,11 +42,13 @@ class Scope:
         experiment_ids: The experiments searched.
         credentials: The secret-free credentials reference requests to the server carry
             (a saved block's, from a ``TrackingContext`` or ``credentials=``), or None.
+        workspace: The MLflow workspace searched, or None for the server's default.
     """
 
     tracking_uri: str
     experiment_ids: tuple[str, ...]
     credentials: str | None = None
+    workspace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,11 +166,14 @@ def resolve_scope(
     *,
     credentials: CredentialsLocation | None = None,
     all_when_unnamed: bool = False,
+    workspace: str | None = None,
 ) -> Scope:
-    """Resolve the server and the experiment ids a lookup searches (one request a name).
+    """Resolve the server, workspace and experiment ids a lookup searches (one request a name).
 
     With no experiment named, the experiment is ``$MLFLOW_EXPERIMENT_NAME`` or
     ``Default`` (as for ``setup_mlflow``), or every experiment if ``all_when_unnamed``.
+    The MLflow workspace is ``workspace``, else the contexts', else the block's, else
+    ``$MLFLOW_WORKSPACE``, else the server's default (``resolve_workspace``).
 
     Args:
         experiments: An experiment name, a ``TrackingContext``, or a list of them.
@@ -177,6 +183,7 @@ def resolve_scope(
             server; else the contexts' credentials reference, loaded in this process if
             it has not been (a task in a Dask worker).
         all_when_unnamed: Search every active experiment when none is named.
+        workspace: The MLflow workspace to search in.
 
     Returns:
         The ``Scope``.
@@ -184,7 +191,8 @@ def resolve_scope(
     Raises:
         InvalidSearchError: both ``experiments`` and ``experiment_name``, an empty list,
             or contexts on different servers or with different credentials.
-        TrackingConfigError: the tracking URI is invalid.
+        TrackingConfigError: the tracking URI is invalid, or the workspace (malformed,
+            unknown, contexts in different workspaces, a server without workspaces).
         ExperimentNotFoundError: a named experiment does not exist.
         RunSearchError: the server failed or could not be reached.
 
@@ -195,10 +203,13 @@ def resolve_scope(
     names, contexts = _split_experiments(experiments, experiment_name)
     uri = _server(tracking_uri, contexts, credentials)
     reference = _credentials(credentials, uri, contexts)
+    space = resolve_workspace(
+        workspace, given=[c.workspace for c in contexts], credentials=credentials, tracking_uri=uri
+    )
     ids = [c.experiment_id for c in contexts]
     if not names and not contexts:
         if all_when_unnamed:
-            ids = all_experiment_ids(uri)
+            ids = all_experiment_ids(uri, workspace=space)
         else:
             # the resolution order already ends in the default experiment's name
             default = resolve_tracking_config(tracking_uri=uri).experiment_name
@@ -208,8 +219,13 @@ def resolve_scope(
         checked = [_experiment_name(name) for name in names]
     except ValueError as exc:
         raise InvalidSearchError(f"invalid experiment name: {exc}") from exc
-    ids += experiment_ids(uri, checked)
-    return Scope(tracking_uri=uri, experiment_ids=tuple(dict.fromkeys(ids)), credentials=reference)
+    ids += experiment_ids(uri, checked, workspace=space)
+    return Scope(
+        tracking_uri=uri,
+        experiment_ids=tuple(dict.fromkeys(ids)),
+        credentials=reference,
+        workspace=space,
+    )
 
 
 def pages(query: Query) -> Iterator[list[Run]]:
@@ -217,7 +233,7 @@ def pages(query: Query) -> Iterator[list[Run]]:
     from mlflow.entities import ViewType
 
     uri = query.scope.tracking_uri
-    client = get_client(uri, credentials=query.scope.credentials)
+    client = get_client(uri, credentials=query.scope.credentials, workspace=query.scope.workspace)
     view = ViewType.ALL if query.include_deleted else ViewType.ACTIVE_ONLY
     token: str | None = None
     remaining = query.max_results
@@ -250,7 +266,9 @@ def pages(query: Query) -> Iterator[list[Run]]:
 def search(query: Query) -> list[RunSummary]:
     """Every run the query finds, as ``RunSummary`` values, in the search order."""
     return [
-        RunSummary.from_run(run, query.scope.tracking_uri) for page in pages(query) for run in page
+        RunSummary.from_run(run, query.scope.tracking_uri, query.scope.workspace)
+        for page in pages(query)
+        for run in page
     ]
 
 

@@ -102,6 +102,7 @@ def setup_mlflow(
     ml_client: Any = None,
     azure_credential: TokenCredential | TokenSource | None = None,
     credentials: CredentialsLocation | None = None,
+    workspace: str | None = None,
 ) -> TrackingContext:
     """Resolve where to track, make sure the experiment exists, return a ``TrackingContext``.
 
@@ -124,6 +125,15 @@ def setup_mlflow(
     the request-auth plugin that applies it (``MLFLOW_TRACKING_AUTH=tracking-tasks``).
     The returned context holds no secret and no live client: only a saved block's name,
     so a task in another process loads the block again.
+
+    ``workspace`` names the MLflow workspace to track in (a server started with
+    ``mlflow server --enable-workspaces``): argument > ``config.workspace`` > the block's
+    > ``$MLFLOW_WORKSPACE``. It is checked before anything is written (a malformed name,
+    a workspace the server does not have, a server without workspaces: each a
+    ``TrackingConfigError``) and carried by the context and every handle made from it,
+    so every request for them goes there whatever thread, process or Dask worker makes
+    it. The process environment is never changed for it (``mlflow.set_workspace`` would
+    move every flow of the process).
 
     The first contact with an HTTP(S) server is a probe sent once
     (:func:`check_reachable`): a refused connection, an unknown host or a TLS failure
@@ -150,14 +160,16 @@ def setup_mlflow(
             credential, else ``DefaultAzureCredential()``; azureml-mlflow's own chain
             then authenticates tracking.
         credentials: An ``MlflowCredentials`` block for the tracking server.
+        workspace: The MLflow workspace (wins over ``config`` and the block).
 
     Returns:
         A frozen ``TrackingContext`` to pass to ``create_mlflow_run``.
 
     Raises:
         TrackingConfigError: invalid settings, e.g. a ``file:`` URI while
-            ``MLFLOW_ALLOW_FILE_STORE`` is not true, a password inside the URI, or
-            credentials for another server.
+            ``MLFLOW_ALLOW_FILE_STORE`` is not true, a password inside the URI,
+            credentials for another server, or a workspace that is malformed, unknown to
+            the server, or on a server without workspaces.
         MissingExtraError: an Azure workspace without the azure extra installed.
         AzureAuthenticationError: Azure refused the credential (no token shown).
         AzureWorkspaceError: the workspace cannot be read.
@@ -179,6 +191,7 @@ def setup_mlflow(
         azure_workspace=azure_workspace,
         ml_client=ml_client,
         credentials=credentials,
+        workspace=workspace,
     )
     if resolved.azure_workspace is not None:
         # a block's token provider is the workspace's credential; a callable becomes one
@@ -199,6 +212,7 @@ def setup_mlflow(
         location.experiment_name,
         registry_uri=location.registry_uri,
         artifact_location=location.artifact_location,
+        workspace=location.workspace,
     )
     context = TrackingContext(
         tracking_uri=location.tracking_uri,
@@ -208,14 +222,16 @@ def setup_mlflow(
         config_hash=config_hash(resolved),
         default_tags=location.tags,
         credentials=reference,
+        workspace=location.workspace,
     )
     neutralise_injected_env(context)
     point_fluent_api(context)
     log.info(
-        "MLflow experiment %r (id %s) on %s",
+        "MLflow experiment %r (id %s) on %s%s",
         context.experiment_name,
         context.experiment_id,
         redact_uri(context.tracking_uri),
+        f", workspace {context.workspace!r}" if context.workspace else "",
     )
     return context
 

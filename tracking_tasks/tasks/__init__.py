@@ -22,6 +22,7 @@ from tracking_tasks.tasks._finders import (
 )
 from tracking_tasks.tasks._hooks import FlowStateHooks, mlflow_state_hooks
 from tracking_tasks.tasks._model_registry import latest_model_version, register_model_version
+from tracking_tasks.tasks._prefect_api import prefect_api_identity
 from tracking_tasks.tasks._reconcile import read_flow_run_states, reconcile_mlflow_runs
 from tracking_tasks.tasks._runs import (
     create_mlflow_run,
@@ -49,6 +50,7 @@ __all__ = [
     "log_metrics",
     "log_params",
     "mlflow_state_hooks",
+    "prefect_api_identity",
     "read_flow_run_states",
     "reconcile_mlflow_runs",
     "register_model_version",

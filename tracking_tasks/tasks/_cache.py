@@ -80,10 +80,11 @@ class SetupCachePolicy(CachePolicy):
 class LookupCachePolicy(CachePolicy):
     """Cache a finder task by what it would look up: task, inputs, server, experiments.
 
-    The resolved tracking URI and experiment ids are part of the key, so an entry is
-    never shared between tracking servers or experiments (the environment may point
-    elsewhere, or an experiment be recreated under the same name); so is the task's
-    key (its name and source), so two finder tasks with equal inputs never share one.
+    The resolved tracking URI, MLflow workspace and experiment ids are part of the key,
+    so an entry is never shared between servers, workspaces or experiments (the
+    environment may point elsewhere, or an experiment be recreated under the same
+    name); so is the task's key (its name and source), so two finder tasks with equal
+    inputs never share one.
     Resolving experiment names costs one request each. Inputs that cannot be hashed or
     resolved give no key: the task body runs and raises the clear error.
 
@@ -114,12 +115,14 @@ class LookupCachePolicy(CachePolicy):
                 inputs.get("tracking_uri"),
                 credentials=credentials,
                 all_when_unnamed=self.all_when_unnamed,
+                workspace=inputs.get("workspace"),
             )
             digest = config_hash(
                 {
                     "task": task_ctx.task.task_key,
                     "inputs": {**inputs, "credentials": credentials_identity(credentials)},
                     "tracking_uri": scope.tracking_uri,
+                    "workspace": scope.workspace,
                     "experiment_ids": sorted(scope.experiment_ids),
                 }
             )

@@ -13,6 +13,7 @@ from tracking_tasks.errors import RunEndError
 from tracking_tasks.handles import TrackingContext
 from tracking_tasks.ops._finders import open_run_ids
 from tracking_tasks.ops._lifecycle import RunLocation, end_runs
+from tracking_tasks.ops._reconcile_guard import reconciled_run_ids
 from tracking_tasks.ops._scope import Scope
 from tracking_tasks.tasks._run_memory import (
     RUN_MEMORY,
@@ -74,6 +75,7 @@ def end_open_runs(
             [(run_id, location, False) for run_id, location in known_runs.items()],
             status,
             state_name,
+            overrule_reconciled=True,  # this process lived: it knows better than reconcile
         )
         to_search: set[RunLocation] = set(extra)
         try:
@@ -84,17 +86,28 @@ def end_open_runs(
             errors.append(f"reading the labels of Prefect flow run {flow_run_id}: {exc}")
             to_search |= locations  # cannot tell who else tracked: search what we know
 
-    found: dict[str, RunLocation] = {}
+    found: dict[str, tuple[RunLocation, bool]] = {}
     for location in sorted(to_search, key=str):
-        scope = Scope(location.tracking_uri, (location.experiment_id,), location.credentials)
+        scope = Scope(
+            location.tracking_uri,
+            (location.experiment_id,),
+            location.credentials,
+            location.workspace,
+        )
         try:
-            found.update(dict.fromkeys(open_run_ids(scope, flow_run_id), location))
+            # runs reconcile ended are checked (and overruled); RUNNING ones just ended
+            found.update(dict.fromkeys(reconciled_run_ids(scope, flow_run_id), (location, False)))
+            for run_id in open_run_ids(scope, flow_run_id):
+                found.setdefault(run_id, (location, True))
         except Exception as exc:
             errors.append(
                 f"{redact_uri(location.tracking_uri)} experiment {location.experiment_id}: {exc}"
             )
     more, failures = end_runs(
-        [(run_id, location, True) for run_id, location in found.items()], status, state_name
+        [(run_id, location, running) for run_id, (location, running) in found.items()],
+        status,
+        state_name,
+        overrule_reconciled=True,
     )
     ended += more
     errors += failures
@@ -124,8 +137,10 @@ def mlflow_state_hooks(
     On the flow run's final state, every MLflow run still RUNNING that was opened under
     that flow run (by ``create_mlflow_run``, on any thread) is ended: Completed ->
     FINISHED, Failed and Crashed -> FAILED, Cancelled -> KILLED. A run already ended is
-    never overwritten. The Prefect state name is tagged on the run as
-    ``prefect.final_state``.
+    never overwritten, except a status reconcile wrote (it saw the flow run over while
+    this process still lived: marked Crashed by mistake, or retried): the hooks know how
+    the flow run really ended, and their status replaces reconcile's. The Prefect state
+    name is tagged on the run as ``prefect.final_state``.
 
     The hooks find the runs through the experiments the flow run tracked into: this
     process remembers them, and every process that opened runs labels the Prefect flow

@@ -54,7 +54,11 @@ def location_of(where: TrackingContext | RunRef) -> RunLocation:
         '1'
     """
     return RunLocation(
-        where.tracking_uri, where.registry_uri, where.experiment_id, where.credentials
+        where.tracking_uri,
+        where.registry_uri,
+        where.experiment_id,
+        where.credentials,
+        where.workspace,
     )
 
 
@@ -79,6 +83,7 @@ def location_label(location: RunLocation, process: str) -> tuple[str, str]:
             "registry_uri": location.registry_uri,
             "experiment_id": location.experiment_id,
             "credentials": location.credentials,
+            **({"workspace": location.workspace} if location.workspace else {}),
         },
         sort_keys=True,
     )
@@ -98,7 +103,7 @@ def parse_location_labels(labels: dict[str, object]) -> dict[RunLocation, set[st
     Example:
         >>> key, value = location_label(RunLocation("sqlite:///m.db", None, "1"), "p1")
         >>> parse_location_labels({key: value, "other": "x"})
-        {RunLocation(tracking_uri='sqlite:///m.db', registry_uri=None, experiment_id='1', credentials=None): {'p1'}}
+        {RunLocation(tracking_uri='sqlite:///m.db', registry_uri=None, experiment_id='1', credentials=None, workspace=None): {'p1'}}
     """
     found: dict[RunLocation, set[str]] = {}
     for key, value in labels.items():
@@ -109,6 +114,7 @@ def parse_location_labels(labels: dict[str, object]) -> dict[RunLocation, set[st
                 data["registry_uri"],
                 data["experiment_id"],
                 data.get("credentials"),  # labels written before it was recorded have none
+                data.get("workspace"),
             )
             found.setdefault(location, set()).add(key.rsplit(".", 1)[-1])
     return found

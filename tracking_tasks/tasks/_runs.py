@@ -16,7 +16,8 @@ from tracking_tasks.ops import _lifecycle as lifecycle
 from tracking_tasks.ops import _logging as batching
 from tracking_tasks.ops import _runs as plain
 from tracking_tasks.ops._fluent import RunHandle, enclosing_run
-from tracking_tasks.tags import DEPLOYMENT_NAME_TAG
+from tracking_tasks.tags import DEPLOYMENT_NAME_TAG, PREFECT_API_TAG
+from tracking_tasks.tasks._prefect_api import prefect_api_identity
 from tracking_tasks.tasks._run_memory import RUN_MEMORY, Write
 from tracking_tasks.tasks._runtime import current_run_info, deployment_name
 from tracking_tasks.tasks._setup import resolve_context
@@ -63,7 +64,8 @@ def open_mlflow_run(
     several runs of the same name and config, pass distinct ``idempotency_key`` values.
 
     Every run is tagged with the Prefect flow run id and name, flow name, deployment
-    (when there is one), task run id and the config hash. When the run has a UI page
+    (when there is one), task run id, the Prefect API the flow run lives in
+    (``prefect.api``: what reconcile checks before it ends a run) and the config hash. When the run has a UI page
     (an http(s) server, Azure ML studio), a Prefect link artifact points at it,
     published in the background. The run is not the fluent "active run": pass the
     returned handle to the logging tasks. Outside Prefect, use
@@ -126,6 +128,8 @@ def open_mlflow_run(
     deployment = deployment_name(info.deployment_id)
     if deployment:
         scope_tags[DEPLOYMENT_NAME_TAG] = deployment
+    if info.flow_run_id is not None:  # which Prefect API: reconcile ends only its own
+        scope_tags[PREFECT_API_TAG] = prefect_api_identity()
     plan = plain.plan_run(
         context,
         run_name,

@@ -299,7 +299,9 @@ def _optuna_sweep(
     )
     logged: dict[str, str] = {}
     if earlier is not None:  # params of the earlier attempts stay; new ones are added
-        logged = get_run_summary(parent.run_id, tracking_uri=context.tracking_uri).params
+        logged = get_run_summary(
+            parent.run_id, tracking_uri=context.tracking_uri, workspace=context.workspace
+        ).params
         fresh = {k: v for k, v in flatten_params(sweep_config).items() if k not in logged}
         if fresh:
             log_params(parent, fresh)

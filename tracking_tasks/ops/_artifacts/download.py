@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tracking_tasks.config._models import ENV_VARS
-from tracking_tasks.config._resolve import resolve_tracking_uri
+from tracking_tasks.config._resolve import resolve_tracking_uri, resolve_workspace
 from tracking_tasks.errors import (
     ArtifactNotFoundError,
     ArtifactVerificationError,
@@ -65,7 +65,8 @@ def download_artifacts(
 
     Args:
         run: The run handle, or a run id (then ``tracking_uri`` or
-            ``MLFLOW_TRACKING_URI`` names the server).
+            ``MLFLOW_TRACKING_URI`` names the server, and ``MLFLOW_WORKSPACE`` its
+            workspace).
         artifact_path: Folder or file under the run's artifact root ("" for all).
         dst_dir: Local destination folder (created if missing).
         tracking_uri: Tracking URI for a bare run id.
@@ -91,10 +92,11 @@ def download_artifacts(
         ...     return str(download_artifacts(run_id, "best_checkpoint/checkpoint", "ckpt",
         ...                                   tracking_uri="http://127.0.0.1:5000"))
     """
-    credentials = None
+    credentials = workspace = None
     if isinstance(run, RunRef):
         run_id, registry, credentials = run.run_id, run.registry_uri, run.credentials
         uri = resolve_tracking_uri(tracking_uri or run.tracking_uri)
+        workspace = run.workspace
     else:
         run_id, registry = str(run), None
         if tracking_uri is None and not os.environ.get(ENV_VARS["tracking_uri"], "").strip():
@@ -103,6 +105,7 @@ def download_artifacts(
                 "tracking_uri= or set MLFLOW_TRACKING_URI (or pass the RunRef)"
             )
         uri = resolve_tracking_uri(tracking_uri)
+        workspace = resolve_workspace(tracking_uri=uri)  # a bare run id: $MLFLOW_WORKSPACE
     root = artifact_root(artifact_path)  # refuse a bad path before connecting
     dst = Path(dst_dir).expanduser().resolve()
     transport = open_transport(
@@ -112,6 +115,7 @@ def download_artifacts(
         credentials=credentials,
         timeout=request_timeout(timeout_seconds),
         pool_size=max_workers,
+        workspace=workspace,
     )
     with contextlib.closing(transport):
         return _download_with(

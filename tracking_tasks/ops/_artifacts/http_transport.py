@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from tracking_tasks.auth._apply import ensure_credentials
-from tracking_tasks.auth._scope import PROVIDER_NAME, authorization_for, retry_authorization
+from tracking_tasks.auth._scope import (
+    PROVIDER_NAME,
+    WORKSPACE_HEADER,
+    authorization_for,
+    retry_authorization,
+)
 from tracking_tasks.errors import (
     ArtifactError,
     ArtifactNotFoundError,
@@ -180,7 +185,14 @@ class _Origin:
     fails at once (see ``request``).
     """
 
-    def __init__(self, url: str, tracking_uri: str, timeout: float, pool_size: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        tracking_uri: str,
+        timeout: float,
+        pool_size: int,
+        workspace: str | None = None,
+    ) -> None:
         import urllib3
         from mlflow.utils.credentials import get_default_host_creds
         from requests.utils import (
@@ -197,6 +209,8 @@ class _Origin:
         self.description = redact_uri(self.origin)
         self.creds = creds = get_default_host_creds(tracking_uri)  # type: ignore[no-untyped-call]
         self.headers = {"User-Agent": f"tracking-tasks/{__version__}"}
+        if workspace is not None:  # every request, the run lookup included, goes there
+            self.headers[WORKSPACE_HEADER] = workspace
         if creds.username and creds.password:
             self.headers.update(
                 urllib3.util.make_headers(basic_auth=f"{creds.username}:{creds.password}")
@@ -509,11 +523,13 @@ def open_transport(
     credentials: str | None = None,
     timeout: float = 120.0,
     pool_size: int = 8,
+    workspace: str | None = None,
 ) -> Transport:
     """Pick the transport for a run: direct HTTP when its artifacts are served by the
     tracking server (``mlflow-artifacts:`` URIs) with basic or token auth, else MLflow's
     artifact repository for that URI. Close it when done. ``credentials`` (the run
-    handle's reference) is loaded first if this process has not yet done so.
+    handle's reference) is loaded first if this process has not yet done so; every
+    request of either transport goes to the run handle's MLflow ``workspace``.
 
     Raises:
         RunNotFoundError: the run does not exist.
@@ -521,10 +537,11 @@ def open_transport(
     """
     ensure_credentials(credentials, tracking_uri)
     if not is_http_uri(tracking_uri):
-        return RepoTransport(repo_artifact_uri(run_id, tracking_uri, registry_uri), tracking_uri)
+        artifact_uri = repo_artifact_uri(run_id, tracking_uri, registry_uri, workspace)
+        return RepoTransport(artifact_uri, tracking_uri, workspace)
     from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
-    origin = _Origin(tracking_uri, tracking_uri, timeout, pool_size)
+    origin = _Origin(tracking_uri, tracking_uri, timeout, pool_size, workspace)
     try:
         artifact_uri = _get_run_artifact_uri(origin, run_id, tracking_uri)
         creds = origin.creds
@@ -541,10 +558,10 @@ def open_transport(
             parts = urlsplit(url)
             if f"{parts.scheme}://{parts.netloc}" != origin.origin:
                 origin.close()
-                origin = _Origin(url, tracking_uri, timeout, pool_size)
+                origin = _Origin(url, tracking_uri, timeout, pool_size, workspace)
             return HttpTransport(origin, url)
     except BaseException:
         origin.close()
         raise
     origin.close()
-    return RepoTransport(artifact_uri, tracking_uri)
+    return RepoTransport(artifact_uri, tracking_uri, workspace)

@@ -20,6 +20,7 @@ from tracking_tasks.errors import (
     transfer_error,
 )
 from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._workspaces import scoped
 from tracking_tasks.urls import redact_uri
 
 CHUNK_BYTES = 1024 * 1024
@@ -142,10 +143,13 @@ def retry_after_seconds(value: str | None) -> float | None:
 class RepoTransport:
     """Any other artifact store (local folder, S3, ...) through MLflow's ArtifactRepository."""
 
-    def __init__(self, artifact_uri: str, tracking_uri: str) -> None:
+    def __init__(self, artifact_uri: str, tracking_uri: str, workspace: str | None = None) -> None:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        self.repo = get_artifact_repository(artifact_uri, tracking_uri=tracking_uri)
+        # scoped: the pool threads that call it run outside the caller's workspace scope
+        self.repo = scoped(
+            get_artifact_repository(artifact_uri, tracking_uri=tracking_uri), workspace
+        )
         self.description = redact_uri(artifact_uri)
 
     def put(self, local: Path, remote: str, progress: ProgressFn | None = None) -> str:
@@ -194,11 +198,14 @@ class RepoTransport:
         """Nothing to release: MLflow's repository keeps its own sessions."""
 
 
-def repo_artifact_uri(run_id: str, tracking_uri: str, registry_uri: str | None) -> str:
+def repo_artifact_uri(
+    run_id: str, tracking_uri: str, registry_uri: str | None, workspace: str | None = None
+) -> str:
     """The run's artifact URI, read with MLflow's client (any tracking store)."""
     with mlflow_errors(
         f"could not read MLflow run {run_id} on {redact_uri(tracking_uri)}",
         default=ArtifactError,
         not_found=RunNotFoundError,
     ):
-        return str(get_client(tracking_uri, registry_uri).get_run(run_id).info.artifact_uri)
+        client = get_client(tracking_uri, registry_uri, workspace=workspace)
+        return str(client.get_run(run_id).info.artifact_uri)

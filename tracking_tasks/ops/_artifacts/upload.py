@@ -224,6 +224,7 @@ def upload_artifacts(
             credentials=run.credentials,
             timeout=request_timeout(timeout_seconds),
             pool_size=max_workers,
+            workspace=run.workspace,
         )
         cleanup.callback(transport.close)
         where = f"run {run.run_id} at {root or '/'!r}"
