@@ -1,4 +1,4 @@
-"""Run statuses, and every mapping onto them: Prefect states, Optuna trial states, a ``with`` block's exit."""
+"""Run and model statuses, and every mapping onto them: Prefect states, Optuna trial states, a ``with`` block's exit."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ RUN_STATUSES: tuple[str, ...] = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "
 #: The statuses of an ended run.
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"FINISHED", "FAILED", "KILLED"})
+
+#: The statuses of an MLflow 3 ``LoggedModel`` and the numbers its search filter compares
+#: (``status = 2``): the column is an integer, so ``status = 'READY'`` matches nothing.
+ModelStatusName = Literal["PENDING", "READY", "FAILED"]
+MODEL_STATUSES: Mapping[str, int] = {"PENDING": 1, "READY": 2, "FAILED": 3}
 
 #: The Prefect state types of a flow or task run that is over, and the MLflow status its
 #: runs end with: the one mapping the state hooks, reconcile and a sweep's failed trials

@@ -13,6 +13,7 @@ from tracking_tasks.errors import RunEndError
 from tracking_tasks.handles import TrackingContext
 from tracking_tasks.ops._finders import open_run_ids
 from tracking_tasks.ops._lifecycle import RunLocation, end_runs
+from tracking_tasks.ops._models import fail_pending_models
 from tracking_tasks.ops._scope import Scope
 from tracking_tasks.tasks._run_memory import (
     RUN_MEMORY,
@@ -98,6 +99,8 @@ def end_open_runs(
     )
     ended += more
     errors += failures
+    if status != "FINISHED":  # a Completed flow run's models are done: no request
+        errors += fail_pending_models(ended, {**known_runs, **found}, f"flow run {state_name}")
     if errors:
         raise RunEndError(
             f"could not end the MLflow runs of flow run {flow_run_id} as {status}: "
@@ -125,7 +128,10 @@ def mlflow_state_hooks(
     that flow run (by ``create_mlflow_run``, on any thread) is ended: Completed ->
     FINISHED, Failed and Crashed -> FAILED, Cancelled -> KILLED. A run already ended is
     never overwritten. The Prefect state name is tagged on the run as
-    ``prefect.final_state``.
+    ``prefect.final_state``. On Failed, Crashed and Cancelled, the logged models of the
+    runs ended that were left PENDING (an upload cut short) are finalised FAILED, with
+    the reason in their ``tracking_tasks.failure_reason`` tag; a READY model is never
+    touched.
 
     The hooks find the runs through the experiments the flow run tracked into: this
     process remembers them, and every process that opened runs labels the Prefect flow

@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,63 @@ def upload_artifacts(
         raise TrackingConfigError(
             f"run must be the RunRef returned by create_mlflow_run, not {type(run).__name__}"
         )
+    return upload_to(
+        Destination.of_run(run),
+        local_path,
+        artifact_path,
+        archive=archive,
+        max_workers=max_workers,
+        timeout_seconds=timeout_seconds,
+        progress_min_bytes=progress_min_bytes,
+        on_progress=on_progress,
+    )
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where an upload lands: a run's artifact root, or another root on the run's server.
+
+    Attributes:
+        run_id: The run the manifest names (for a logged model: its source run).
+        tracking_uri: The tracking server.
+        registry_uri: The model registry URI, or None.
+        credentials: The secret-free credentials reference requests carry, or None.
+        artifact_uri: The root to write under; None for the run's artifact root (looked
+            up). A logged model's ``artifact_location`` for its files.
+        label: How the log lines name it (default ``run <run_id>``).
+    """
+
+    run_id: str
+    tracking_uri: str
+    registry_uri: str | None = None
+    credentials: str | None = None
+    artifact_uri: str | None = None
+    label: str = ""
+
+    @classmethod
+    def of_run(cls, run: RunRef) -> Destination:
+        """The artifact root of the run a ``RunRef`` names."""
+        return cls(run.run_id, run.tracking_uri, run.registry_uri, run.credentials)
+
+
+def upload_to(
+    destination: Destination,
+    local_path: str | os.PathLike[str],
+    artifact_path: str | None = None,
+    *,
+    archive: bool = False,
+    max_workers: int = 8,
+    timeout_seconds: float | None = None,
+    progress_min_bytes: int = PROGRESS_MIN_BYTES,
+    on_progress: ProgressCallback | None = None,
+    trust_sizes: bool = True,
+) -> ArtifactManifest:
+    """``upload_artifacts`` to any ``Destination`` (see it for the rules).
+
+    ``trust_sizes=False`` skips a file already stored only when the stored manifest
+    records its sha256: a folder whose local files may have changed since an interrupted
+    attempt (a model saved again) never keeps a stale file of the same size.
+    """
     if max_workers < 1:
         raise TrackingConfigError(f"max_workers must be at least 1, not {max_workers}")
     source = Path(local_path).expanduser()
@@ -205,15 +263,16 @@ def upload_artifacts(
             entries = _sizes(files)
 
         transport = open_transport(
-            run.run_id,
-            run.tracking_uri,
-            run.registry_uri,
-            credentials=run.credentials,
+            destination.run_id,
+            destination.tracking_uri,
+            destination.registry_uri,
+            credentials=destination.credentials,
             timeout=request_timeout(timeout_seconds),
             pool_size=max_workers,
+            artifact_uri=destination.artifact_uri,
         )
         cleanup.callback(transport.close)
-        where = f"run {run.run_id} at {root or '/'!r}"
+        where = f"{destination.label or f'run {destination.run_id}'} at {root or '/'!r}"
         remote = {f.path: f.size for f in transport.list(root)}
         previous = read_manifest(transport, root, scratch) if MANIFEST_NAME in remote else None
         known = {e.path: e for e in previous.files} if previous else {}
@@ -231,7 +290,11 @@ def upload_artifacts(
             for entry in entries
             if not (
                 remote.get(entry.path) == entry.size
-                and known.get(entry.path, entry).sha256 in ("", entry.sha256)
+                and (
+                    known.get(entry.path, entry).sha256 in ("", entry.sha256)
+                    if trust_sizes
+                    else entry.path in known and known[entry.path].sha256 == entry.sha256
+                )
             )
         ]
         # the folder's manifest keeps earlier uploads' files that are still there intact
@@ -243,7 +306,7 @@ def upload_artifacts(
         ]
         all_entries = tuple(sorted([*kept, *entries], key=lambda e: e.path))
         final = ArtifactManifest(
-            run_id=run.run_id, artifact_path=root, complete=True, files=all_entries
+            run_id=destination.run_id, artifact_path=root, complete=True, files=all_entries
         )
         log.info(
             "Uploading %d of %d files (%d bytes) to %s; %d already there with the same size "

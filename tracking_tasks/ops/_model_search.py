@@ -1,0 +1,523 @@
+"""Finding logged models (MLflow 3): paged search with MLflow's grammar, the best model, one
+model by id; and loading one with the library's verified download."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tracking_tasks._status import ModelStatusName
+from tracking_tasks._validation import check_key
+from tracking_tasks.auth._apply import apply_credentials
+from tracking_tasks.config._resolve import CredentialsLocation, resolve_tracking_uri
+from tracking_tasks.errors import (
+    InvalidArgumentError,
+    InvalidSearchError,
+    LoggedModelError,
+    ModelNotFoundError,
+    TrackingTasksError,
+    mlflow_errors,
+)
+from tracking_tasks.handles import ModelRef
+from tracking_tasks.ops._artifacts.download import download_with
+from tracking_tasks.ops._artifacts.http_transport import open_transport
+from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._filters import (
+    and_,
+    check_model_filter,
+    check_model_order_by,
+    model_status_equals,
+)
+from tracking_tasks.ops._model_registry import model_id_of
+from tracking_tasks.ops._scope import (
+    MAX_PAGE_SIZE,
+    Experiments,
+    Scope,
+    check_positive,
+    resolve_scope,
+)
+from tracking_tasks.tags import MODEL_FAILURE_TAG
+from tracking_tasks.urls import model_url, redact_uri
+
+if TYPE_CHECKING:
+    from mlflow.entities import LoggedModel
+    from mlflow.pyfunc import PyFuncModel
+
+#: Models asked for per ``search_logged_models`` request (MLflow's own default).
+DEFAULT_MODEL_PAGE_SIZE = 100
+
+
+class ModelSummary(BaseModel):
+    """One MLflow 3 logged model as a finder returns it: a frozen, picklable value.
+
+    Args:
+        model_id: The logged model's id (``m-...``).
+        name: Its name.
+        status: ``PENDING``, ``READY`` or ``FAILED``.
+        experiment_id: Its experiment.
+        source_run_id: The run that produced it, if any.
+        model_type: Its model type, if any.
+        tracking_uri: Tracking URI it lives on (never carries credentials).
+        artifact_uri: Where its files are.
+        creation_time: When it was created (UTC).
+        params: Param name -> value.
+        tags: Tag name -> value.
+        metrics: Metric name -> its latest value (by timestamp, then step).
+        url: Its MLflow UI page, or None for a local store.
+
+    Example:
+        >>> summary = ModelSummary(model_id="m-1", name="digits", status="READY",
+        ...                        experiment_id="1", tracking_uri="http://127.0.0.1:5000")
+        >>> summary.uri, summary.to_ref().model_id
+        ('models:/m-1', 'm-1')
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str = Field(description="The logged model's id.")
+    name: str = Field(description="Its name.")
+    status: str = Field(description="PENDING, READY or FAILED.")
+    experiment_id: str = Field(description="Its experiment id.")
+    source_run_id: str | None = Field(default=None, description="The run that produced it.")
+    model_type: str | None = Field(default=None, description="Its model type.")
+    tracking_uri: str = Field(description="Tracking URI it lives on.")
+    artifact_uri: str | None = Field(default=None, description="Where its files are.")
+    creation_time: dt.datetime | None = Field(default=None, description="Created, UTC.")
+    params: dict[str, str] = Field(default_factory=dict, description="Params.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Latest metric values.")
+    url: str | None = Field(default=None, description="Its UI page, or None.")
+
+    @classmethod
+    def from_logged_model(cls, model: LoggedModel, tracking_uri: str) -> ModelSummary:
+        """Summarise an MLflow ``LoggedModel`` fetched from ``tracking_uri``.
+
+        Args:
+            model: An ``mlflow.entities.LoggedModel``.
+            tracking_uri: The server it came from (no credentials in it).
+
+        Returns:
+            Its ``ModelSummary``.
+
+        Example:
+            >>> from mlflow.entities import LoggedModel
+            >>> lm = LoggedModel(experiment_id="1", model_id="m-1", name="n",
+            ...                  artifact_location="x", creation_timestamp=0,
+            ...                  last_updated_timestamp=0)
+            >>> ModelSummary.from_logged_model(lm, "sqlite:///m.db").status
+            'READY'
+        """
+        created = model.creation_timestamp
+        return cls(
+            model_id=model.model_id,
+            name=model.name,
+            status=str(model.status),
+            experiment_id=str(model.experiment_id),
+            source_run_id=model.source_run_id,
+            model_type=model.model_type,
+            tracking_uri=tracking_uri,
+            artifact_uri=model.artifact_location,
+            creation_time=None
+            if created is None
+            else dt.datetime.fromtimestamp(created / 1000, dt.UTC),
+            params=dict(model.params or {}),
+            tags=dict(model.tags or {}),
+            metrics=latest_metrics(model),
+            url=model_url(tracking_uri, str(model.experiment_id), model.model_id),
+        )
+
+    @property
+    def uri(self) -> str:
+        """``models:/<model id>``."""
+        return f"models:/{self.model_id}"
+
+    def to_ref(self) -> ModelRef:
+        """Return a ``ModelRef`` for this model, to register it or log metrics to it.
+
+        Returns:
+            A ``ModelRef`` naming the same model on the same server.
+
+        Example:
+            >>> ModelSummary(model_id="m-1", name="n", status="READY", experiment_id="1",
+            ...              tracking_uri="sqlite:///m.db").to_ref().uri
+            'models:/m-1'
+        """
+        return ModelRef(
+            model_id=self.model_id,
+            name=self.name,
+            experiment_id=self.experiment_id,
+            source_run_id=self.source_run_id,
+            tracking_uri=self.tracking_uri,
+            artifact_uri=self.artifact_uri,
+        )
+
+
+def latest_metrics(model: LoggedModel, dataset: tuple[str, str] | None = None) -> dict[str, float]:
+    """Each metric's latest value (by timestamp, then step), of one data set if given."""
+    latest: dict[str, tuple[int, int, float]] = {}
+    for metric in model.metrics or []:
+        if dataset is not None and (metric.dataset_name, metric.dataset_digest) != dataset:
+            continue
+        key = (metric.timestamp or 0, metric.step or 0, float(metric.value))
+        if metric.key not in latest or key[:2] >= latest[metric.key][:2]:
+            latest[metric.key] = key
+    return {name: value for name, (_, _, value) in latest.items()}
+
+
+def _datasets(datasets: Sequence[Mapping[str, str]] | None) -> list[dict[str, str]] | None:
+    if datasets is None:
+        return None
+    if isinstance(datasets, Mapping | str):
+        raise InvalidSearchError("datasets must be a list of {'dataset_name', 'dataset_digest'}")
+    checked = []
+    for item in datasets:
+        if not isinstance(item, Mapping) or set(item) != {"dataset_name", "dataset_digest"}:
+            raise InvalidSearchError(
+                f"dataset {item!r}: give {{'dataset_name': ..., 'dataset_digest': ...}}, both "
+                "(MLflow's server matches nothing for a dataset without its digest)"
+            )
+        checked.append({k: str(v) for k, v in item.items()})
+    return checked or None
+
+
+def _pages(
+    scope: Scope,
+    filter_string: str,
+    order_by: Sequence[Mapping[str, Any]],
+    datasets: list[dict[str, str]] | None,
+    max_results: int | None,
+    page_size: int,
+) -> Iterator[list[LoggedModel]]:
+    client = get_client(scope.tracking_uri, credentials=scope.credentials)
+    token: str | None = None
+    remaining = max_results
+    while remaining is None or remaining > 0:
+        size = page_size if remaining is None else min(page_size, remaining)
+        with mlflow_errors(
+            f"searching logged models ({filter_string!r}) on {redact_uri(scope.tracking_uri)} "
+            "failed",
+            default=LoggedModelError,
+            invalid=InvalidSearchError,
+        ):
+            page = client.search_logged_models(
+                list(scope.experiment_ids),
+                filter_string=filter_string or None,
+                datasets=datasets,
+                max_results=size,
+                order_by=[dict(o) for o in order_by] or None,
+                page_token=token,
+            )
+        models = list(page)
+        if remaining is not None:
+            models = models[:remaining]
+            remaining -= len(models)
+        if models:
+            yield models
+        token = page.token
+        if not token:
+            return
+
+
+def _where(filter_string: str, status: ModelStatusName | None) -> str:
+    checked = check_model_filter(filter_string)
+    return and_(checked, model_status_equals(status) if status is not None else "")
+
+
+def find_logged_models(
+    experiments: Experiments = None,
+    filter_string: str = "",
+    *,
+    experiment_name: str | Sequence[str] | None = None,
+    tracking_uri: str | None = None,
+    credentials: CredentialsLocation | None = None,
+    order_by: str | Sequence[str] | None = None,
+    datasets: Sequence[Mapping[str, str]] | None = None,
+    status: ModelStatusName | None = None,
+    max_results: int | None = None,
+    page_size: int = DEFAULT_MODEL_PAGE_SIZE,
+) -> list[ModelSummary]:
+    """Search logged models with MLflow's own grammar, following page tokens to the end.
+
+    The filter and ``order_by`` are checked before any request: MLflow's parser, and the
+    attributes its server knows (an unknown one would be an HTTP 500 that MLflow's client
+    retries for minutes). Where to search is resolved as for ``find_mlflow_runs``:
+    ``tracking_uri`` > the ``TrackingContext``'s > ``$MLFLOW_TRACKING_URI`` > the
+    embedded default, and the same credentials. Without ``order_by``: newest first.
+
+    As a Prefect task (``tracking_tasks.tasks.find_logged_models``) the answer is cached
+    for 5 minutes by the query, the tracking URI and the experiment ids.
+
+    Args:
+        experiments: An experiment name, a ``TrackingContext``, or a list of them.
+        filter_string: A logged-model filter, e.g. ``"metrics.accuracy > 0.9 AND
+            name = 'digits'"`` (attributes: ``name``, ``model_id``, ``model_type``,
+            ``source_run_id``, ``status``, ``creation_time``...).
+        experiment_name: The experiment name(s), as an alternative to ``experiments``.
+        tracking_uri: Tracking URI to search.
+        credentials: An ``MlflowCredentials`` block for the server; by default the
+            contexts'.
+        order_by: ``"metrics.accuracy DESC"``, ``"creation_time ASC"``... (metrics are
+            each model's latest value; models without it come last).
+        datasets: Only metrics of these data sets count in metric clauses:
+            ``[{"dataset_name": "test", "dataset_digest": "..."}]``.
+        status: Only models in this status (``READY``, ``PENDING``, ``FAILED``).
+        max_results: At most this many models; None means all.
+        page_size: Models per request.
+
+    Returns:
+        Frozen ``ModelSummary`` values in the search order.
+
+    Raises:
+        InvalidSearchError: a malformed filter, order_by, dataset, status or limit (no
+            request sent).
+        ExperimentNotFoundError: an experiment does not exist on that server.
+        LoggedModelError: the server failed or could not be reached.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow
+        ... def report() -> int:
+        ...     return len(find_logged_models("digits-pipeline", "metrics.test_accuracy > 0.9",
+        ...                                   status="READY"))
+    """
+    where = _where(filter_string, status)
+    clauses = check_model_order_by(order_by)
+    checked_datasets = _datasets(datasets)
+    limit = check_positive(max_results, "max_results")
+    size = check_positive(page_size, "page_size", MAX_PAGE_SIZE) or DEFAULT_MODEL_PAGE_SIZE
+    scope = resolve_scope(experiments, experiment_name, tracking_uri, credentials=credentials)
+    order = [{"field_name": name, "ascending": ascending} for name, ascending in clauses]
+    return [
+        ModelSummary.from_logged_model(model, scope.tracking_uri)
+        for page in _pages(scope, where, order, checked_datasets, limit, size)
+        for model in page
+    ]
+
+
+def find_best_model(
+    metric: str,
+    experiments: Experiments = None,
+    *,
+    experiment_name: str | Sequence[str] | None = None,
+    mode: Literal["max", "min"] = "max",
+    filter_string: str = "",
+    status: ModelStatusName | None = "READY",
+    dataset_name: str | None = None,
+    dataset_digest: str | None = None,
+    tracking_uri: str | None = None,
+    credentials: CredentialsLocation | None = None,
+    page_size: int = DEFAULT_MODEL_PAGE_SIZE,
+) -> ModelSummary | None:
+    """Return the logged model with the highest (or lowest) ``metric``, or None.
+
+    The server ranks the models by each one's latest value of the metric (of one data
+    set if ``dataset_name`` and ``dataset_digest`` are given); models without it, or
+    with NaN, never win. Ties go to the model created first, then the smallest id. Only
+    READY models count unless ``status`` says otherwise (None: any). None when no model
+    has the metric, so a flow can fall back.
+
+    As a Prefect task it is cached like ``find_logged_models``.
+
+    Args:
+        metric: The metric to rank by, e.g. ``"test_accuracy"``.
+        experiments: An experiment name, a ``TrackingContext``, or a list of them.
+        experiment_name: The experiment name(s), as an alternative to ``experiments``.
+        mode: ``"max"`` (default) or ``"min"``.
+        filter_string: An extra logged-model filter, e.g. ``"name = 'digits'"``.
+        status: Only models in this status; None for any.
+        dataset_name: Rank by the metric on this data set only (with ``dataset_digest``).
+        dataset_digest: That data set's digest.
+        tracking_uri: Tracking URI to search.
+        credentials: An ``MlflowCredentials`` block for the server.
+        page_size: Models per request while reading the ranked models.
+
+    Returns:
+        The best model's ``ModelSummary``, or None.
+
+    Raises:
+        InvalidSearchError: a malformed metric name, mode, filter, data set or status.
+        ExperimentNotFoundError: an experiment does not exist on that server.
+        LoggedModelError: the server failed or could not be reached.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow
+        ... def pick() -> str | None:
+        ...     best = find_best_model("test_accuracy", "digits-pipeline")
+        ...     return best.uri if best else None
+    """
+    try:
+        name = check_key(metric, "metric")
+    except TrackingTasksError as exc:
+        raise InvalidSearchError(str(exc)) from exc
+    if mode not in ("max", "min"):
+        raise InvalidSearchError(f"mode {mode!r} must be 'max' or 'min'")
+    if (dataset_name is None) != (dataset_digest is None):
+        raise InvalidSearchError(
+            "give dataset_name and dataset_digest together (MLflow's server matches nothing "
+            "for a data set without its digest)"
+        )
+    where = _where(filter_string, status)
+    size = check_positive(page_size, "page_size", MAX_PAGE_SIZE) or DEFAULT_MODEL_PAGE_SIZE
+    scope = resolve_scope(experiments, experiment_name, tracking_uri, credentials=credentials)
+    dataset = (dataset_name, dataset_digest) if dataset_name and dataset_digest else None
+    order: dict[str, Any] = {"field_name": f"metrics.{name}", "ascending": mode == "min"}
+    datasets = None
+    if dataset is not None:
+        order.update(dataset_name=dataset[0], dataset_digest=dataset[1])
+        datasets = [{"dataset_name": dataset[0], "dataset_digest": dataset[1]}]
+    best_value: float | None = None
+    tied: list[LoggedModel] = []
+    for page in _pages(scope, where, [order], datasets, None, size):
+        for model in page:
+            value = latest_metrics(model, dataset).get(name)
+            if value is None or math.isnan(value):
+                continue  # ranked last by the server: without the metric, never the best
+            if best_value is not None and value != best_value:
+                return _best(tied, scope.tracking_uri)
+            best_value = value
+            tied.append(model)
+    return _best(tied, scope.tracking_uri)
+
+
+def _best(tied: list[LoggedModel], tracking_uri: str) -> ModelSummary | None:
+    if not tied:
+        return None
+    winner = min(tied, key=lambda m: (m.creation_timestamp or 0, m.model_id))
+    return ModelSummary.from_logged_model(winner, tracking_uri)
+
+
+def get_model_summary(
+    model: ModelRef | str,
+    *,
+    tracking_uri: str | None = None,
+    credentials: CredentialsLocation | None = None,
+) -> ModelSummary:
+    """Fetch one logged model by id (or handle) as a ``ModelSummary`` (one request).
+
+    Args:
+        model: A ``ModelRef``, a model id (``m-...``) or ``models:/<model id>``.
+        tracking_uri: Tracking URI for an id (a ``ModelRef`` names its own).
+        credentials: An ``MlflowCredentials`` block for the server, if it needs one.
+
+    Returns:
+        The model's ``ModelSummary``.
+
+    Raises:
+        ModelNotFoundError: no model with that id on the server.
+        LoggedModelError: the server failed or could not be reached.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow
+        ... def status(model: ModelRef) -> str:
+        ...     return get_model_summary(model).status
+    """
+    if isinstance(model, ModelRef):
+        uri, model_id, reference = model.tracking_uri, model.model_id, model.credentials
+        uri = resolve_tracking_uri(tracking_uri or uri, credentials=credentials)
+    else:
+        model_id = str(model).removeprefix("models:/")
+        uri = resolve_tracking_uri(tracking_uri, credentials=credentials)
+        reference = None
+    reference = apply_credentials(credentials, uri) if credentials is not None else reference
+    with mlflow_errors(
+        f"could not read logged model {model_id!r} on {redact_uri(uri)}",
+        default=LoggedModelError,
+        not_found=ModelNotFoundError,
+        invalid=ModelNotFoundError,
+    ):
+        found = get_client(uri, credentials=reference).get_logged_model(model_id)
+    return ModelSummary.from_logged_model(found, uri)
+
+
+def load_model(
+    model: ModelRef | str,
+    *,
+    tracking_uri: str | None = None,
+    registry_uri: str | None = None,
+    credentials: CredentialsLocation | None = None,
+    dst_dir: str | Path | None = None,
+) -> PyFuncModel:
+    """Load a logged or registered model as MLflow's pyfunc, with no global tracking URI.
+
+    ``mlflow.pyfunc.load_model("models:/...")`` reads MLflow's process-wide tracking URI
+    (shared by every thread); this resolves the model with an explicit client instead,
+    downloads its files with the library's verified download (checked against the
+    manifest stored with them) and loads them from ``dst_dir``. Only a READY model is
+    loaded.
+
+    Args:
+        model: A ``ModelRef``, ``models:/<model id>``, ``models:/<name>@<alias>``,
+            ``models:/<name>/<version>`` or a model id.
+        tracking_uri: Tracking URI (default: the ``ModelRef``'s, else
+            ``$MLFLOW_TRACKING_URI``, else the embedded default).
+        registry_uri: Model registry URI, if it differs from the tracking URI.
+        credentials: An ``MlflowCredentials`` block for the server, if it needs one.
+        dst_dir: Where the files go (kept: a model may read them when it predicts); a
+            new temporary folder by default.
+
+    Returns:
+        The ``mlflow.pyfunc.PyFuncModel`` (``.predict(...)``, ``.model_id``).
+
+    Raises:
+        InvalidArgumentError: a URI that names no model.
+        ModelNotFoundError: the model, version or alias does not exist, or the version
+            was registered from a folder that is not a logged model.
+        LoggedModelError: the model is not READY, or the server failed.
+        ArtifactError: its files could not be downloaded or verified.
+
+    Example:
+        >>> from prefect import flow
+        >>> @flow
+        ... def score(rows: list[list[float]]) -> list[int]:
+        ...     champion = load_model("models:/digits-sgd@champion")
+        ...     return champion.predict(rows).tolist()
+    """
+    from mlflow.pyfunc import load_model as load_pyfunc
+
+    if isinstance(model, ModelRef):
+        uri = resolve_tracking_uri(tracking_uri or model.tracking_uri, credentials=credentials)
+        registry = registry_uri or model.registry_uri
+        reference = model.credentials
+        model_id = model.model_id
+    else:
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidArgumentError(f"model must be a ModelRef or a models:/ URI, not {model!r}")
+        uri = resolve_tracking_uri(tracking_uri, credentials=credentials)
+        registry, reference = registry_uri, None
+        model_id = model_id_of(model.strip(), uri, registry, credentials)
+    if credentials is not None:
+        reference = apply_credentials(credentials, uri)
+    summary = get_model_summary(
+        ModelRef(
+            model_id=model_id, name="", experiment_id="", tracking_uri=uri, credentials=reference
+        )
+    )
+    if summary.status != "READY":
+        raise LoggedModelError(
+            f"logged model {model_id} on {redact_uri(uri)} is {summary.status}, not READY "
+            f"({summary.tags.get(MODEL_FAILURE_TAG, 'its upload has not finished')}): load a "
+            "READY model"
+        )
+    dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="tt-model-"))
+    transport = open_transport(
+        summary.source_run_id or "",
+        uri,
+        registry,
+        credentials=reference,
+        artifact_uri=summary.artifact_uri,
+    )
+    try:
+        folder = download_with(
+            transport, f"model {model_id}", uri, "", "", dst.resolve(), max_workers=8, extract=False
+        )
+    finally:
+        transport.close()
+    return load_pyfunc(str(folder))
