@@ -4,8 +4,8 @@ proxy holds up, says so, and waits there to be SIGKILLed (its hooks never run).
     python -m tests.model_worker TRACKING_URI EXPERIMENT MARKER
 
 TRACKING_URI is the fault proxy in front of the session's `mlflow server`, told to hold
-the model's third file for minutes (``--fault slow``): two files have landed, the model
-is PENDING. The worker writes MARKER (JSON: flow run id, run id) once the model exists,
+the model's files for minutes after the first two (``--fault slow``): the model is
+PENDING with files missing. The worker writes MARKER (JSON: flow run id, run id) once the model exists,
 from a thread, since the flow itself is stuck in the upload. It runs its flow against
 ``PREFECT_API_URL`` (the suite's Prefect API).
 """
