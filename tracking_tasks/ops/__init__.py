@@ -26,6 +26,8 @@ from tracking_tasks.ops._finders import (
 from tracking_tasks.ops._fluent import RunHandle
 from tracking_tasks.ops._lifecycle import end_mlflow_run
 from tracking_tasks.ops._logging import RunLogger, log_metrics, log_params, set_tags
+from tracking_tasks.ops._model_metrics import log_model_metrics
+from tracking_tasks.ops._model_read import get_model_summary, load_model
 from tracking_tasks.ops._model_registry import (
     ModelVersion,
     get_model_version,
@@ -34,14 +36,8 @@ from tracking_tasks.ops._model_registry import (
     register_model_version,
     set_model_alias,
 )
-from tracking_tasks.ops._model_search import (
-    ModelSummary,
-    find_best_model,
-    find_logged_models,
-    get_model_summary,
-    load_model,
-)
-from tracking_tasks.ops._models import log_model, log_model_metrics
+from tracking_tasks.ops._model_search import ModelSummary, find_best_model, find_logged_models
+from tracking_tasks.ops._models import log_model
 from tracking_tasks.ops._promotion import PromotionDecision, promote_model
 from tracking_tasks.ops._reconcile import FlowRunStates, ReconcileReport, reconcile_runs
 from tracking_tasks.ops._runs import create_mlflow_run

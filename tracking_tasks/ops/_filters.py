@@ -216,22 +216,11 @@ def check_status(status: str | None) -> str | None:
 
 #: The attributes a logged-model filter may name (an unknown one is an HTTP 500 that
 #: MLflow's client retries for minutes, so it is refused here).
-MODEL_ATTRIBUTES = frozenset(
-    {
-        "name",
-        "model_id",
-        "model_type",
-        "source_run_id",
-        "status",
-        "status_message",
-        "artifact_location",
-        "creation_time",
-        "creation_timestamp",
-        "creation_timestamp_ms",
-        "last_updated_timestamp",
-        "last_updated_timestamp_ms",
-    }
-)
+MODEL_ATTRIBUTES = frozenset({
+    "name", "model_id", "model_type", "source_run_id", "status", "status_message",
+    "artifact_location", "creation_time", "creation_timestamp", "creation_timestamp_ms",
+    "last_updated_timestamp", "last_updated_timestamp_ms",
+})  # fmt: skip
 _MODEL_FIX = (
     "Write clauses such as \"metrics.accuracy > 0.9 AND params.alpha = '0.01' AND "
     "name = 'digits'\" (only AND; quote string values; attributes: "

@@ -1,32 +1,24 @@
-"""Finding logged models (MLflow 3): paged search with MLflow's grammar, the best model, one
-model by id; and loading one with the library's verified download."""
+"""Finding logged models (MLflow 3): paged search with MLflow's grammar, the best model."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tracking_tasks._status import ModelStatusName
 from tracking_tasks._validation import check_key
-from tracking_tasks.auth._apply import apply_credentials
-from tracking_tasks.config._resolve import CredentialsLocation, resolve_tracking_uri
+from tracking_tasks.config._resolve import CredentialsLocation
 from tracking_tasks.errors import (
-    InvalidArgumentError,
     InvalidSearchError,
     LoggedModelError,
-    ModelNotFoundError,
     TrackingTasksError,
     mlflow_errors,
 )
 from tracking_tasks.handles import ModelRef
-from tracking_tasks.ops._artifacts.download import download_with
-from tracking_tasks.ops._artifacts.http_transport import open_transport
 from tracking_tasks.ops._client import get_client
 from tracking_tasks.ops._filters import (
     and_,
@@ -34,7 +26,6 @@ from tracking_tasks.ops._filters import (
     check_model_order_by,
     model_status_equals,
 )
-from tracking_tasks.ops._model_registry import model_id_of
 from tracking_tasks.ops._scope import (
     MAX_PAGE_SIZE,
     Experiments,
@@ -42,12 +33,10 @@ from tracking_tasks.ops._scope import (
     check_positive,
     resolve_scope,
 )
-from tracking_tasks.tags import MODEL_FAILURE_TAG
 from tracking_tasks.urls import model_url, redact_uri
 
 if TYPE_CHECKING:
     from mlflow.entities import LoggedModel
-    from mlflow.pyfunc import PyFuncModel
 
 #: Models asked for per ``search_logged_models`` request (MLflow's own default).
 DEFAULT_MODEL_PAGE_SIZE = 100
@@ -391,133 +380,3 @@ def _best(tied: list[LoggedModel], tracking_uri: str) -> ModelSummary | None:
         return None
     winner = min(tied, key=lambda m: (m.creation_timestamp or 0, m.model_id))
     return ModelSummary.from_logged_model(winner, tracking_uri)
-
-
-def get_model_summary(
-    model: ModelRef | str,
-    *,
-    tracking_uri: str | None = None,
-    credentials: CredentialsLocation | None = None,
-) -> ModelSummary:
-    """Fetch one logged model by id (or handle) as a ``ModelSummary`` (one request).
-
-    Args:
-        model: A ``ModelRef``, a model id (``m-...``) or ``models:/<model id>``.
-        tracking_uri: Tracking URI for an id (a ``ModelRef`` names its own).
-        credentials: An ``MlflowCredentials`` block for the server, if it needs one.
-
-    Returns:
-        The model's ``ModelSummary``.
-
-    Raises:
-        ModelNotFoundError: no model with that id on the server.
-        LoggedModelError: the server failed or could not be reached.
-
-    Example:
-        >>> from prefect import flow
-        >>> @flow
-        ... def status(model: ModelRef) -> str:
-        ...     return get_model_summary(model).status
-    """
-    if isinstance(model, ModelRef):
-        uri, model_id, reference = model.tracking_uri, model.model_id, model.credentials
-        uri = resolve_tracking_uri(tracking_uri or uri, credentials=credentials)
-    else:
-        model_id = str(model).removeprefix("models:/")
-        uri = resolve_tracking_uri(tracking_uri, credentials=credentials)
-        reference = None
-    reference = apply_credentials(credentials, uri) if credentials is not None else reference
-    with mlflow_errors(
-        f"could not read logged model {model_id!r} on {redact_uri(uri)}",
-        default=LoggedModelError,
-        not_found=ModelNotFoundError,
-        invalid=ModelNotFoundError,
-    ):
-        found = get_client(uri, credentials=reference).get_logged_model(model_id)
-    return ModelSummary.from_logged_model(found, uri)
-
-
-def load_model(
-    model: ModelRef | str,
-    *,
-    tracking_uri: str | None = None,
-    registry_uri: str | None = None,
-    credentials: CredentialsLocation | None = None,
-    dst_dir: str | Path | None = None,
-) -> PyFuncModel:
-    """Load a logged or registered model as MLflow's pyfunc, with no global tracking URI.
-
-    ``mlflow.pyfunc.load_model("models:/...")`` reads MLflow's process-wide tracking URI
-    (shared by every thread); this resolves the model with an explicit client instead,
-    downloads its files with the library's verified download (checked against the
-    manifest stored with them) and loads them from ``dst_dir``. Only a READY model is
-    loaded.
-
-    Args:
-        model: A ``ModelRef``, ``models:/<model id>``, ``models:/<name>@<alias>``,
-            ``models:/<name>/<version>`` or a model id.
-        tracking_uri: Tracking URI (default: the ``ModelRef``'s, else
-            ``$MLFLOW_TRACKING_URI``, else the embedded default).
-        registry_uri: Model registry URI, if it differs from the tracking URI.
-        credentials: An ``MlflowCredentials`` block for the server, if it needs one.
-        dst_dir: Where the files go (kept: a model may read them when it predicts); a
-            new temporary folder by default.
-
-    Returns:
-        The ``mlflow.pyfunc.PyFuncModel`` (``.predict(...)``, ``.model_id``).
-
-    Raises:
-        InvalidArgumentError: a URI that names no model.
-        ModelNotFoundError: the model, version or alias does not exist, or the version
-            was registered from a folder that is not a logged model.
-        LoggedModelError: the model is not READY, or the server failed.
-        ArtifactError: its files could not be downloaded or verified.
-
-    Example:
-        >>> from prefect import flow
-        >>> @flow
-        ... def score(rows: list[list[float]]) -> list[int]:
-        ...     champion = load_model("models:/digits-sgd@champion")
-        ...     return champion.predict(rows).tolist()
-    """
-    from mlflow.pyfunc import load_model as load_pyfunc
-
-    if isinstance(model, ModelRef):
-        uri = resolve_tracking_uri(tracking_uri or model.tracking_uri, credentials=credentials)
-        registry = registry_uri or model.registry_uri
-        reference = model.credentials
-        model_id = model.model_id
-    else:
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidArgumentError(f"model must be a ModelRef or a models:/ URI, not {model!r}")
-        uri = resolve_tracking_uri(tracking_uri, credentials=credentials)
-        registry, reference = registry_uri, None
-        model_id = model_id_of(model.strip(), uri, registry, credentials)
-    if credentials is not None:
-        reference = apply_credentials(credentials, uri)
-    summary = get_model_summary(
-        ModelRef(
-            model_id=model_id, name="", experiment_id="", tracking_uri=uri, credentials=reference
-        )
-    )
-    if summary.status != "READY":
-        raise LoggedModelError(
-            f"logged model {model_id} on {redact_uri(uri)} is {summary.status}, not READY "
-            f"({summary.tags.get(MODEL_FAILURE_TAG, 'its upload has not finished')}): load a "
-            "READY model"
-        )
-    dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="tt-model-"))
-    transport = open_transport(
-        summary.source_run_id or "",
-        uri,
-        registry,
-        credentials=reference,
-        artifact_uri=summary.artifact_uri,
-    )
-    try:
-        folder = download_with(
-            transport, f"model {model_id}", uri, "", "", dst.resolve(), max_workers=8, extract=False
-        )
-    finally:
-        transport.close()
-    return load_pyfunc(str(folder))

@@ -1,252 +1,47 @@
-"""Logged models (MLflow 3): log one into a run, found again on a retry; link metrics to it;
-finalise FAILED what a dead attempt left PENDING."""
+"""Logged models (MLflow 3): log one into a run, found again on a retry; link metrics to it."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import inspect
 import logging
-import os
-import shutil
 import tempfile
 import threading
 import zlib
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from tracking_tasks._validation import check_metrics, check_model_name, check_params, check_tags
 from tracking_tasks.errors import (
     InvalidArgumentError,
     LoggedModelError,
     RunNotFoundError,
-    TrackingTasksError,
     mlflow_errors,
 )
 from tracking_tasks.handles import ModelRef, RunRef
 from tracking_tasks.hashing import config_hash
-from tracking_tasks.ops._artifacts.upload import Destination, upload_to
+from tracking_tasks.ops._artifacts.transport import Destination
+from tracking_tasks.ops._artifacts.upload import upload_to
 from tracking_tasks.ops._client import get_client
-from tracking_tasks.ops._filters import and_, attribute_in, model_status_equals, tag_equals
-from tracking_tasks.ops._lifecycle import RunLocation
-from tracking_tasks.ops._logging import now_ms, send_batch
+from tracking_tasks.ops._filters import and_, attribute_in, tag_equals
+from tracking_tasks.ops._logging import send_batch
+from tracking_tasks.ops._model_files import (
+    Requirements,
+    resolve_flavor,
+    save_model_locally,
+    stamp_model_folder,
+)
+from tracking_tasks.ops._model_lifecycle import failure_reason, finalize_failed
+from tracking_tasks.ops._model_metrics import model_metrics
 from tracking_tasks.tags import MODEL_FAILURE_TAG, MODEL_IDENTITY_TAG
-from tracking_tasks.urls import redact_uri, same_server
+from tracking_tasks.urls import redact_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import LoggedModel
 
 log = logging.getLogger(__name__)
-
-#: A model's top-level package -> the MLflow flavour that saves it (``flavor=`` for others).
-FLAVORS = {
-    "sklearn": "sklearn",
-    "torch": "pytorch",
-    "xgboost": "xgboost",
-    "lightgbm": "lightgbm",
-    "catboost": "catboost",
-    "keras": "keras",
-    "tensorflow": "tensorflow",
-    "transformers": "transformers",
-    "sentence_transformers": "sentence_transformers",
-    "statsmodels": "statsmodels",
-    "prophet": "prophet",
-    "onnx": "onnx",
-    "spacy": "spacy",
-}
-#: ``pip_requirements="infer"``: let MLflow infer them (a subprocess that imports the model).
-INFER = "infer"
-#: The longest failure reason kept in the ``tracking_tasks.failure_reason`` tag.
-_MAX_REASON_CHARS = 1000
-#: Runs per ``source_run_id IN (...)`` clause when looking for PENDING models.
-_RUNS_PER_SEARCH = 100
-
-Requirements = Sequence[str] | Literal["infer"] | None
-
-
-def _saved_folder(model: Any) -> Path | None:
-    """The folder of an already saved MLflow model (it holds an ``MLmodel`` file), else None."""
-    if not isinstance(model, str | os.PathLike):
-        return None
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "MLmodel").is_file():
-            raise InvalidArgumentError(
-                f"{str(path)!r} is a folder without an MLmodel file: pass a model saved with "
-                "mlflow.<flavor>.save_model, a model object, or a pyfunc model's .py file"
-            )
-        return path
-    if not path.is_file():
-        raise InvalidArgumentError(f"model path {str(path)!r} does not exist")
-    return None
-
-
-def resolve_flavor(model: Any, flavor: str | ModuleType | None) -> ModuleType | None:
-    """The MLflow flavour module that saves ``model`` (None: an already saved folder).
-
-    Args:
-        model: A model object, a pyfunc ``PythonModel`` (or its ``.py`` file), or the
-            folder of an already saved MLflow model.
-        flavor: A flavour module (``mlflow.sklearn``) or name (``"sklearn"``), or None to
-            tell it from the model.
-
-    Returns:
-        The flavour's module, or None for a saved folder.
-
-    Raises:
-        InvalidArgumentError: the flavour is unknown or cannot be told.
-
-    Example:
-        >>> from sklearn.linear_model import LogisticRegression
-        >>> resolve_flavor(LogisticRegression(), None).__name__
-        'mlflow.sklearn'
-    """
-    if _saved_folder(model) is not None:
-        if flavor is not None:
-            raise InvalidArgumentError(
-                "a saved MLflow model folder is logged as it is: drop flavor="
-            )
-        return None
-    if isinstance(flavor, ModuleType):
-        chosen = flavor
-    else:
-        if flavor is None:
-            flavor = _guess_flavor(model)
-        if not isinstance(flavor, str) or not flavor.isidentifier():
-            raise InvalidArgumentError(f"flavor must be an MLflow flavour name, not {flavor!r}")
-        try:
-            chosen = importlib.import_module(f"mlflow.{flavor}")
-        except ImportError as exc:
-            raise InvalidArgumentError(
-                f"mlflow.{flavor} cannot be imported ({exc}): name an MLflow flavour "
-                "(sklearn, pytorch, pyfunc, ...) and install what it needs"
-            ) from exc
-    if not callable(getattr(chosen, "save_model", None)):
-        raise InvalidArgumentError(f"{chosen.__name__} is not an MLflow flavour (no save_model)")
-    return chosen
-
-
-def _guess_flavor(model: Any) -> str:
-    from mlflow.pyfunc.model import PythonModel
-
-    if isinstance(model, PythonModel) or (
-        isinstance(model, str | os.PathLike) and str(model).endswith(".py")
-    ):
-        return "pyfunc"
-    package = type(model).__module__.split(".")[0]
-    if package in FLAVORS:
-        return FLAVORS[package]
-    raise InvalidArgumentError(
-        f"cannot tell which MLflow flavour saves a {type(model).__module__}."
-        f"{type(model).__qualname__}: pass flavor= (e.g. flavor='sklearn' or "
-        "flavor=mlflow.pytorch), or a pyfunc PythonModel"
-    )
-
-
-def _requirements(
-    flavor: ModuleType, requirements: Requirements, extra: Sequence[str] | None, kwargs: Any
-) -> list[str] | None:
-    """What ``pip_requirements`` to hand ``save_model``: None lets MLflow infer them."""
-    if requirements == INFER:
-        return None
-    if requirements is not None:
-        if isinstance(requirements, str):
-            raise InvalidArgumentError(
-                "pip_requirements must be a list of requirement strings, 'infer', or None"
-            )
-        return [*map(str, requirements), *(extra or [])]
-    defaults = getattr(flavor, "get_default_pip_requirements", None)
-    if defaults is None:
-        return None  # a flavour without defaults: MLflow infers them
-    accepted = inspect.signature(defaults).parameters
-    fmt = kwargs.get("serialization_format")
-    options = {
-        "include_skops": fmt == "skops",
-        "include_cloudpickle": fmt == "cloudpickle",
-    }
-    chosen = {k: v for k, v in options.items() if k in accepted}
-    return [*defaults(**chosen), *(extra or [])]
-
-
-def save_model_locally(
-    model: Any,
-    flavor: ModuleType | None,
-    folder: Path,
-    *,
-    input_example: Any = None,
-    signature: Any = None,
-    pip_requirements: Requirements = None,
-    extra_pip_requirements: Sequence[str] | None = None,
-    save_kwargs: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write ``model`` as an MLflow model folder at ``folder`` (which must not exist).
-
-    A saved folder is copied as it is. Otherwise the flavour's ``save_model`` writes it,
-    with the signature inferred from ``input_example`` (unless given), the flavour's
-    default requirements (no inference subprocess unless ``pip_requirements="infer"``)
-    and no uv project files copied from the working directory.
-
-    Returns:
-        ``folder``.
-    """
-    saved = _saved_folder(model)
-    if saved is not None:
-        shutil.copytree(saved, folder)
-        return folder
-    assert flavor is not None
-    kwargs: dict[str, Any] = dict(save_kwargs or {})
-    if flavor.__name__ == "mlflow.sklearn":
-        # MLflow's default outside Databricks, chosen here so nothing reads the global URI
-        kwargs.setdefault("serialization_format", "skops")
-    if input_example is not None:
-        kwargs["input_example"] = input_example
-    if signature is not None:
-        kwargs["signature"] = signature
-    if "pip_requirements" not in kwargs and "conda_env" not in kwargs:
-        chosen = _requirements(flavor, pip_requirements, extra_pip_requirements, kwargs)
-        if chosen is not None:
-            kwargs["pip_requirements"] = chosen
-        elif extra_pip_requirements:
-            kwargs["extra_pip_requirements"] = list(extra_pip_requirements)
-    accepted = inspect.signature(flavor.save_model).parameters
-    if "uv_project_path" in accepted and "uv_project_path" not in kwargs:
-        # pyfunc copies uv.lock and pyproject.toml of the working directory into the model
-        # unless told where the project is: point it at an empty folder
-        no_project = folder.parent / "no-uv-project"
-        no_project.mkdir(exist_ok=True)
-        kwargs["uv_project_path"] = str(no_project)
-    with mlflow_errors(
-        f"could not save the model with {flavor.__name__}", default=LoggedModelError
-    ):
-        if flavor.__name__ == "mlflow.pyfunc":
-            python_model = str(model) if isinstance(model, os.PathLike) else model
-            flavor.save_model(path=str(folder), python_model=python_model, **kwargs)
-        else:
-            flavor.save_model(model, path=str(folder), **kwargs)
-    for cache in folder.rglob("__pycache__"):
-        shutil.rmtree(cache, ignore_errors=True)
-    return folder
-
-
-def stamp_model_folder(folder: Path, logged: LoggedModel, run_id: str) -> None:
-    """Write the logged model's ids into the folder's ``MLmodel``, as ``Model.log`` does.
-
-    ``mlflow.pyfunc.load_model`` reads ``model_id`` from it, so predictions and traces
-    stay linked to the logged model.
-    """
-    from mlflow.models import Model
-
-    mlmodel = Model.load(str(folder))
-    mlmodel.artifact_path = logged.artifact_location
-    mlmodel.model_uuid = logged.model_id
-    mlmodel.run_id = run_id
-    mlmodel.model_id = logged.model_id
-    mlmodel.save(str(folder / "MLmodel"))
-
 
 # A retry must find the model an earlier attempt made, never make a second: attempts in
 # this process wait for each other per identity (striped locks: bounded, never dropped).
@@ -311,49 +106,6 @@ def _ref(logged: LoggedModel, run: RunRef) -> ModelRef:
         artifact_uri=logged.artifact_location,
         credentials=run.credentials,
     )
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text[:_MAX_REASON_CHARS]
-
-
-def finalize_failed(client: MlflowClient, model_id: str, reason: str) -> None:
-    """Tag why, then finalise the model FAILED (MLflow's finalize call takes no message)."""
-    from mlflow.entities import LoggedModelStatus
-
-    client.set_logged_model_tags(model_id, {MODEL_FAILURE_TAG: reason[:_MAX_REASON_CHARS]})
-    client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
-
-
-def _metrics(
-    checked: list[tuple[str, float, int]],
-    model_id: str,
-    dataset: tuple[str, str] | None = None,
-    timestamp: int | None = None,
-) -> list[Any]:
-    from mlflow.entities import Metric
-
-    ts = timestamp if timestamp is not None else _unique_ms()
-    name, digest = dataset if dataset is not None else (None, None)
-    return [
-        Metric(k, v, ts, s, model_id=model_id, dataset_name=name, dataset_digest=digest)
-        for k, v, s in checked
-    ]
-
-
-_last_ms = 0
-_ms_lock = threading.Lock()
-
-
-def _unique_ms() -> int:
-    """Now in ms, strictly increasing in this process: a model's metric table keys on
-    (model, key, timestamp, step) without the dataset, so two datasets' values of one key
-    logged in the same millisecond would collide."""
-    global _last_ms
-    with _ms_lock:
-        _last_ms = max(now_ms(), _last_ms + 1)
-        return _last_ms
 
 
 def log_model(
@@ -508,13 +260,13 @@ def log_model(
                 )
             except BaseException as exc:
                 with contextlib.suppress(Exception):  # the original failure matters more
-                    finalize_failed(client, logged.model_id, _reason(exc))
+                    finalize_failed(client, logged.model_id, failure_reason(exc))
                     log.warning(
                         "Model %r (%s) of run %s finalised FAILED: %s",
                         model_name,
                         logged.model_id,
                         run.run_id,
-                        _reason(exc),
+                        failure_reason(exc),
                     )
                 raise
     log.info("Logged model %r (%s) into run %s: READY", model_name, logged.model_id, run.run_id)
@@ -569,158 +321,5 @@ def _finish(
     )
     with mlflow_errors(what, default=LoggedModelError):
         if checked_metrics:
-            send_batch(run, metrics=_metrics(checked_metrics, logged.model_id))
+            send_batch(run, metrics=model_metrics(checked_metrics, logged.model_id))
         client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
-
-
-def log_model_metrics(
-    model: ModelRef,
-    metrics: Mapping[str, float],
-    *,
-    run: RunRef | None = None,
-    step: int = 0,
-    dataset_name: str | None = None,
-    dataset_digest: str | None = None,
-    timestamp: int | None = None,
-) -> int:
-    """Log metrics that measure a logged model, linked to it (MLflow's ``model_id``).
-
-    They land in ``run`` (by default the model's own run) and in the model's metrics, so
-    MLflow's Models view shows them and ``find_best_model`` ranks by them. A benchmark
-    stage logs the latency of the model it measured into its own run this way.
-
-    Args:
-        model: The model measured (``log_model``'s handle).
-        metrics: Name -> number.
-        run: The run that measured it; None for the model's source run.
-        step: The step of every point.
-        dataset_name: The data set measured on (with ``dataset_digest``), e.g. ``"test"``.
-        dataset_digest: That data set's digest (e.g. ``mlflow.data.from_numpy(x).digest``).
-        timestamp: Milliseconds since the epoch; now by default.
-
-    Returns:
-        The number of points logged.
-
-    Raises:
-        InvalidArgumentError: no run to log into, a run on another server, or only one
-            of ``dataset_name`` and ``dataset_digest``.
-        InvalidLogDataError: a name or value MLflow would refuse (nothing sent).
-        RunNotFoundError: the run does not exist.
-        TrackingServerError: the server failed or could not be reached.
-
-    Example:
-        >>> from prefect import flow
-        >>> @flow
-        ... def benchmark(model: ModelRef, run: RunRef) -> None:
-        ...     log_model_metrics(model, {"latency_p99_ms": 1.2}, run=run,
-        ...                       dataset_name="digits-test", dataset_digest="8a2b")
-    """
-    if not isinstance(model, ModelRef):
-        raise InvalidArgumentError(
-            f"model must be the ModelRef returned by log_model, not {type(model).__name__}"
-        )
-    if (dataset_name is None) != (dataset_digest is None):
-        raise InvalidArgumentError(
-            "give dataset_name and dataset_digest together: MLflow's server matches a "
-            "model's metrics to a data set by both"
-        )
-    checked = check_metrics(metrics, step)
-    if run is None:
-        if model.source_run_id is None:
-            raise InvalidArgumentError(
-                f"model {model.model_id} has no source run: pass run= to log its metrics into"
-            )
-        run = RunRef(
-            run_id=model.source_run_id,
-            experiment_id=model.experiment_id,
-            run_name=model.source_run_id,
-            tracking_uri=model.tracking_uri,
-            registry_uri=model.registry_uri,
-            credentials=model.credentials,
-        )
-    elif not same_server(run.tracking_uri, model.tracking_uri):
-        raise InvalidArgumentError(
-            f"run {run.run_id} is on {redact_uri(run.tracking_uri)} and model "
-            f"{model.model_id} on {redact_uri(model.tracking_uri)}: log into a run of the "
-            "model's server"
-        )
-    dataset = (dataset_name, dataset_digest) if dataset_name and dataset_digest else None
-    send_batch(run, metrics=_metrics(checked, model.model_id, dataset, timestamp))
-    return len(checked)
-
-
-def fail_pending_models(
-    run_ids: Iterable[str], locations: Mapping[str, RunLocation], reason: str
-) -> list[str]:
-    """Finalise FAILED every PENDING logged model of these runs; return the errors.
-
-    A model stays PENDING only while the attempt logging it runs: once its run's flow
-    run is over (the state hooks) or its process is gone (reconcile), it never will be
-    finished. Each is tagged ``tracking_tasks.failure_reason`` (``reason``, and that its
-    upload never finished) and finalised FAILED. A READY or FAILED model is never
-    touched: each is read again just before it is written.
-
-    Args:
-        run_ids: The runs whose models to look at (those just ended).
-        locations: Where each run lives (runs without a location are skipped).
-        reason: Why, e.g. ``"flow run Crashed"``.
-
-    Returns:
-        One message per failure (a search or a write refused); empty when all went well.
-
-    Example:
-        >>> fail_pending_models([], {}, "flow run Crashed")
-        []
-    """
-    from mlflow.entities import LoggedModelStatus
-
-    grouped: dict[RunLocation, list[str]] = defaultdict(list)
-    for run_id in dict.fromkeys(run_ids):
-        if run_id in locations:
-            grouped[locations[run_id]].append(run_id)
-    errors: list[str] = []
-    failed: list[str] = []
-    why = f"{reason}: its logging attempt ended before the model was finalised"
-    for where, ids in grouped.items():
-        client = get_client(where.tracking_uri, where.registry_uri, credentials=where.credentials)
-        for start in range(0, len(ids), _RUNS_PER_SEARCH):
-            chunk = ids[start : start + _RUNS_PER_SEARCH]
-            query = and_(attribute_in("source_run_id", chunk), model_status_equals("PENDING"))
-            try:
-                with mlflow_errors(
-                    f"looking for PENDING models on {redact_uri(where.tracking_uri)}",
-                    default=LoggedModelError,
-                ):
-                    pending = _search_all(client, where.experiment_id, query)
-            except TrackingTasksError as exc:
-                errors.append(str(exc))
-                continue
-            for model in pending:
-                try:
-                    with mlflow_errors(
-                        f"model {model.model_id} on {redact_uri(where.tracking_uri)}",
-                        default=LoggedModelError,
-                    ):
-                        if client.get_logged_model(model.model_id).status == (
-                            LoggedModelStatus.PENDING
-                        ):
-                            finalize_failed(client, model.model_id, why)
-                            failed.append(model.model_id)
-                except TrackingTasksError as exc:
-                    errors.append(str(exc))
-    if failed:
-        log.info("Finalised %d PENDING model(s) FAILED (%s): %s", len(failed), reason, failed)
-    return errors
-
-
-def _search_all(client: MlflowClient, experiment_id: str, query: str) -> list[LoggedModel]:
-    found: list[LoggedModel] = []
-    token: str | None = None
-    while True:
-        page = client.search_logged_models(
-            [experiment_id], filter_string=query, max_results=100, page_token=token
-        )
-        found += list(page)
-        token = page.token
-        if not token:
-            return found

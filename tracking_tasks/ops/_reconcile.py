@@ -11,7 +11,7 @@ from tracking_tasks._status import TERMINAL_FLOW_RUN_STATES, RunStatus
 from tracking_tasks.errors import InvalidArgumentError
 from tracking_tasks.ops._filters import tag_exists
 from tracking_tasks.ops._lifecycle import RunLocation, end_runs
-from tracking_tasks.ops._models import fail_pending_models
+from tracking_tasks.ops._model_lifecycle import fail_pending_models
 from tracking_tasks.ops._scope import Experiments, Query, checked_filter, pages, resolve_scope
 from tracking_tasks.tags import FLOW_RUN_TAG, RECONCILED_TAG, parse_flow_run_id
 

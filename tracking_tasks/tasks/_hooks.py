@@ -13,7 +13,7 @@ from tracking_tasks.errors import RunEndError
 from tracking_tasks.handles import TrackingContext
 from tracking_tasks.ops._finders import open_run_ids
 from tracking_tasks.ops._lifecycle import RunLocation, end_runs
-from tracking_tasks.ops._models import fail_pending_models
+from tracking_tasks.ops._model_lifecycle import fail_pending_models
 from tracking_tasks.ops._scope import Scope
 from tracking_tasks.tasks._run_memory import (
     RUN_MEMORY,

@@ -11,10 +11,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tracking_tasks.handles import ModelRef, RunRef
+from tracking_tasks.ops import _model_metrics as linked
 from tracking_tasks.ops import _model_registry as registry
 from tracking_tasks.ops import _model_search as search
 from tracking_tasks.ops import _models as plain
 from tracking_tasks.ops import _promotion as promotion
+from tracking_tasks.ops._model_files import Requirements
 from tracking_tasks.tasks._artifacts import RETRY_OPTIONS
 from tracking_tasks.tasks._cache import LookupCachePolicy
 from tracking_tasks.tasks._finders import DEFAULT_CACHE_EXPIRATION
@@ -36,7 +38,7 @@ def log_model(
     model_type: str | None = None,
     metrics: Mapping[str, float] | None = None,
     step: int = 0,
-    pip_requirements: plain.Requirements = None,
+    pip_requirements: Requirements = None,
     extra_pip_requirements: Sequence[str] | None = None,
     save_kwargs: Mapping[str, Any] | None = None,
     max_workers: int = 8,
@@ -113,7 +115,7 @@ def log_model(
 
 
 # Writes to MLflow: each call logs its points, so none is cached.
-log_model_metrics = task(name="log_model_metrics", cache_policy=NO_CACHE)(plain.log_model_metrics)
+log_model_metrics = task(name="log_model_metrics", cache_policy=NO_CACHE)(linked.log_model_metrics)
 
 _LOOKUP = LookupCachePolicy()
 find_logged_models = task(

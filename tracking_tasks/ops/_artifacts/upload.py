@@ -7,7 +7,6 @@ import logging
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from tracking_tasks.ops._artifacts.manifest import (
     verify_listing,
 )
 from tracking_tasks.ops._artifacts.transport import (
+    Destination,
     join,
     safe_relpath,
     sha256_file,
@@ -187,33 +187,6 @@ def upload_artifacts(
         progress_min_bytes=progress_min_bytes,
         on_progress=on_progress,
     )
-
-
-@dataclass(frozen=True)
-class Destination:
-    """Where an upload lands: a run's artifact root, or another root on the run's server.
-
-    Attributes:
-        run_id: The run the manifest names (for a logged model: its source run).
-        tracking_uri: The tracking server.
-        registry_uri: The model registry URI, or None.
-        credentials: The secret-free credentials reference requests carry, or None.
-        artifact_uri: The root to write under; None for the run's artifact root (looked
-            up). A logged model's ``artifact_location`` for its files.
-        label: How the log lines name it (default ``run <run_id>``).
-    """
-
-    run_id: str
-    tracking_uri: str
-    registry_uri: str | None = None
-    credentials: str | None = None
-    artifact_uri: str | None = None
-    label: str = ""
-
-    @classmethod
-    def of_run(cls, run: RunRef) -> Destination:
-        """The artifact root of the run a ``RunRef`` names."""
-        return cls(run.run_id, run.tracking_uri, run.registry_uri, run.credentials)
 
 
 def upload_to(
