@@ -87,8 +87,8 @@ class ModelVersion(BaseModel):
         name: The registered model's name.
         version: The version (a string such as ``"3"``).
         run_id: The run the version was registered from.
-        source: Where its files are (``models:/<model id>``, ``runs:/<run>/<path>``...).
-        model_id: The logged model it was registered from, if any.
+        source: Where its files are (``models:/<model id>``, ``runs:/<run>/<path>``...);
+            ``model_id`` reads the logged model's id from it.
         aliases: Its aliases (``champion``...), when read.
         tracking_uri: The tracking URI of its server, when known.
         registry_uri: The registry URI, if it differs.
