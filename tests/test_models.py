@@ -649,3 +649,22 @@ def test_champion_moves_only_to_a_better_version_and_the_run_says_why(
     with pytest.raises(InvalidArgumentError, match="no value of 'f1'"):
         ops.promote_model(candidate(0.7), "f1", run=run)
     assert client.get_model_version_by_alias(name, "champion").version == "2"
+
+
+def test_the_embedded_store_loads_a_version_mlflow_loaded_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fluent_reset: None
+) -> None:
+    """On a local store MLflow's loader writes registered_model_meta into the stored model
+    folder; the library's loader still checks the rest against the manifest and loads it."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ctx = ops.setup_mlflow(experiment_name="embedded", tracking_uri=uri)
+    run = ops.create_mlflow_run(ctx, "embedded")
+    clf = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    version = ops.register_model(ops.log_model(run, clf, "embedded", input_example=[[0.5]]), "e")
+    mlflow.set_tracking_uri(uri)
+    assert mlflow.pyfunc.load_model(version.uri).predict([[0.9]]).tolist() == [1]
+    location = MlflowClient(uri).get_logged_model(str(version.model_id)).artifact_location
+    stored = Path(location.removeprefix("file://"))
+    assert (stored / "registered_model_meta").is_file()  # MLflow wrote into the store
+    assert ops.load_model(version.uri, tracking_uri=uri).predict([[0.9]]).tolist() == [1]

@@ -27,6 +27,11 @@ from tracking_tasks.urls import redact_uri
 if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
 
+#: Files MLflow itself writes into a stored model's folder: loading a registered version
+#: from a local artifact store (the embedded default) adds ``registered_model_meta`` to
+#: the stored folder (``ModelsArtifactRepository.download_artifacts``).
+MLFLOW_WRITES_INTO_MODELS = frozenset({"registered_model_meta"})
+
 
 def get_model_summary(
     model: ModelRef | str,
@@ -151,7 +156,15 @@ def load_model(
     )
     try:
         folder = download_with(
-            transport, f"model {model_id}", uri, "", "", dst.resolve(), max_workers=8, extract=False
+            transport,
+            f"model {model_id}",
+            uri,
+            "",
+            "",
+            dst.resolve(),
+            max_workers=8,
+            extract=False,
+            foreign=MLFLOW_WRITES_INTO_MODELS,
         )
     finally:
         transport.close()

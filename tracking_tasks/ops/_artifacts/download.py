@@ -135,11 +135,14 @@ def download_with(
     *,
     max_workers: int,
     extract: bool,
+    foreign: frozenset[str] = frozenset(),
 ) -> Path:
     """Download ``root`` (or the one file ``artifact_path`` names) through ``transport``;
-    ``label`` names the owner in messages (``run <id>``, ``model <id>``)."""
+    ``label`` names the owner in messages (``run <id>``, ``model <id>``). Names in
+    ``foreign`` (files another program writes beside ours) are neither checked nor
+    fetched."""
     where = f"{label} at {root or '/'!r}"
-    listing = {f.path: f.size for f in transport.list(root)}
+    listing = {f.path: f.size for f in transport.list(root) if f.path not in foreign}
     only: str | None = None
     if not listing and root:
         parent, name = posixpath.split(root)
