@@ -328,6 +328,60 @@ def test_a_fault_mid_upload_never_leaves_a_ready_model(
     assert len(_models(client, run.experiment_id)) == 1
 
 
+class Scaler(PythonModel):  # type: ignore[misc]
+    """Multiplies by the number in its ``factor`` artifact (one character: "2" or "3")."""
+
+    def load_context(self, context):  # type: ignore[no-untyped-def]
+        self.factor = float(Path(context.artifacts["factor"]).read_text())
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        return np.asarray(model_input, dtype=float) * self.factor
+
+
+def test_a_retry_never_keeps_a_stale_file_of_the_same_size(
+    run: RunRef, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """The first attempt stored artifacts/factor ("2") and failed on MLmodel; the retry
+    saves the model again with "3" (same size, same identity): the READY model holds 3."""
+    factor = tmp_path / "factor.txt"
+    factor.write_text("2")
+    _set(proxy, fault="403", first=100, match=MODEL_PUTS + r".*/MLmodel$")
+    kwargs: dict[str, Any] = {"save_kwargs": {"artifacts": {"factor": str(factor)}}}
+    with pytest.raises(ArtifactError):
+        ops.log_model(_via(run, proxy), Scaler(), "scaler", **kwargs)
+    client = MlflowClient(run.tracking_uri)
+    (failed,) = _models(client, run.experiment_id)
+    assert "artifacts/factor.txt" in _files(client, failed.model_id)  # landed before the fault
+    factor.write_text("3")
+    _set(proxy, match=MODEL_PUTS)
+    ref = ops.log_model(_via(run, proxy), Scaler(), "scaler", **kwargs)
+    assert ref.model_id == failed.model_id
+    assert ops.load_model(ref).predict(np.ones((1, 2))).tolist() == [[3.0, 3.0]]
+
+
+def test_reconcile_fails_the_pending_models_of_the_runs_it_ends(
+    run: RunRef, ctx: TrackingContext
+) -> None:
+    """A run left RUNNING by a Crashed flow run, holding a PENDING and a READY model."""
+    client = MlflowClient(run.tracking_uri)
+    with prefect_client(sync_client=True) as prefect:
+        flow_run_id = str(prefect.create_flow_run(_subject, state=states.Crashed()).id)
+    client.set_tag(run.run_id, FLOW_RUN_TAG, flow_run_id)
+    pending = _bare_model(client, run, "left-pending", {}, status="PENDING")
+    ready = _bare_model(client, run, "ready", {"acc": 1.0})
+    report = reconcile_runs(read_flow_run_states, ctx, tracking_uri=run.tracking_uri)
+    assert report.failed == (run.run_id,)
+    left = client.get_logged_model(pending)
+    assert left.status == "FAILED" and left.tags[MODEL_FAILURE_TAG].startswith("flow run Crashed")
+    assert client.get_logged_model(ready).status == "READY"
+    assert MODEL_FAILURE_TAG not in client.get_logged_model(ready).tags
+
+
+@flow(name="tt-models-subject")
+def _subject() -> None:
+    """Only a flow object to create flow runs for; never run."""
+
+
 @pytest.mark.slow
 def test_sigkill_mid_upload_hooks_and_reconcile_leave_the_model_failed(
     tracking_config: TrackingConfig, mlflow_server: MlflowServer, tmp_path: Path
