@@ -102,11 +102,6 @@ def proxy(mlflow_server: MlflowServer) -> Iterator[FaultProxy]:
         started.stop()
 
 
-def _set(proxy: FaultProxy, **options: Any) -> None:
-    defaults = {"fault": "none", "after": 0, "first": 0, "fraction": 0.0, "match": ".*"}
-    proxy.configure(**{**defaults, "retry_after": None, **options})
-
-
 def _via(ref: RunRef, proxy: FaultProxy) -> RunRef:
     return ref.model_copy(update={"tracking_uri": proxy.url})
 
@@ -258,7 +253,7 @@ def test_a_task_retry_gets_back_the_one_model(
     @flow(**mlflow_state_hooks())
     def retried() -> ModelRef:
         run = create_mlflow_run(setup_mlflow(config), "task-retry")
-        _set(proxy, fault="503", after=3, first=1, match=MODEL_PUTS)
+        proxy.set(fault="503", after=3, first=1, match=MODEL_PUTS)
         return log_model(run, classifier, "retried", input_example=x[:2])
 
     ref = retried()
@@ -305,7 +300,7 @@ def test_a_fault_mid_upload_never_leaves_a_ready_model(
     fault: str,
 ) -> None:
     x, _ = digits
-    _set(proxy, fault=fault, after=3, first=100, match=MODEL_PUTS)
+    proxy.set(fault=fault, after=3, first=100, match=MODEL_PUTS)
     with pytest.raises(ArtifactError):
         ops.log_model(_via(run, proxy), classifier, "faulted", input_example=x[:2])
     client = MlflowClient(run.tracking_uri)
@@ -319,7 +314,7 @@ def test_a_fault_mid_upload_never_leaves_a_ready_model(
     with pytest.raises(LoggedModelError, match="FAILED"):
         ops.load_model(f"models:/{logged.model_id}", tracking_uri=run.tracking_uri)
 
-    _set(proxy, match=MODEL_PUTS)  # the fault passes: a retry takes the same model up
+    proxy.set(match=MODEL_PUTS)  # the fault passes: a retry takes the same model up
     ref = ops.log_model(_via(run, proxy), classifier, "faulted", input_example=x[:2])
     assert ref.model_id == logged.model_id
     again = client.get_logged_model(ref.model_id)
@@ -345,7 +340,7 @@ def test_a_retry_never_keeps_a_stale_file_of_the_same_size(
     saves the model again with "3" (same size, same identity): the READY model holds 3."""
     factor = tmp_path / "factor.txt"
     factor.write_text("2")
-    _set(proxy, fault="403", first=100, match=MODEL_PUTS + r".*/MLmodel$")
+    proxy.set(fault="403", first=100, match=MODEL_PUTS + r".*/MLmodel$")
     kwargs: dict[str, Any] = {"save_kwargs": {"artifacts": {"factor": str(factor)}}}
     with pytest.raises(ArtifactError):
         ops.log_model(_via(run, proxy), Scaler(), "scaler", **kwargs)
@@ -353,7 +348,7 @@ def test_a_retry_never_keeps_a_stale_file_of_the_same_size(
     (failed,) = _models(client, run.experiment_id)
     assert "artifacts/factor.txt" in _files(client, failed.model_id)  # landed before the fault
     factor.write_text("3")
-    _set(proxy, match=MODEL_PUTS)
+    proxy.set(match=MODEL_PUTS)
     ref = ops.log_model(_via(run, proxy), Scaler(), "scaler", **kwargs)
     assert ref.model_id == failed.model_id
     assert ops.load_model(ref).predict(np.ones((1, 2))).tolist() == [[3.0, 3.0]]
@@ -393,7 +388,7 @@ def test_sigkill_mid_upload_hooks_and_reconcile_leave_the_model_failed(
     proxy = start_fault_proxy(mlflow_server.url)
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        _set(proxy, fault="slow", slow_seconds=600, after=2, first=1000, match=MODEL_PUTS)
+        proxy.set(fault="slow", slow_seconds=600, after=2, first=1000, match=MODEL_PUTS)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
             "PREFECT_API_URL": str(PREFECT_API_URL.value()),
@@ -608,7 +603,7 @@ def test_a_bad_model_filter_is_refused_before_any_request(
     ctx: TrackingContext, proxy: FaultProxy, mlflow_server: MlflowServer
 ) -> None:
     via = ctx.model_copy(update={"tracking_uri": proxy.url})
-    _set(proxy, match=r"logged-models")
+    proxy.set(match=r"logged-models")
     began = time.monotonic()
     for bad, match in [
         ("foo = 'x'", "not a logged-model attribute"),

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tracking_tasks.errors import LoggedModelError, TrackingTasksError, mlflow_errors
 from tracking_tasks.ops._client import get_client
 from tracking_tasks.ops._filters import and_, attribute_in, model_status_equals
 from tracking_tasks.ops._lifecycle import RunLocation
+from tracking_tasks.ops._scope import follow_pages
 from tracking_tasks.tags import MODEL_FAILURE_TAG
 from tracking_tasks.urls import redact_uri
 
@@ -105,13 +106,9 @@ def fail_pending_models(
 
 
 def _search_all(client: MlflowClient, experiment_id: str, query: str) -> list[LoggedModel]:
-    found: list[LoggedModel] = []
-    token: str | None = None
-    while True:
-        page = client.search_logged_models(
-            [experiment_id], filter_string=query, max_results=100, page_token=token
+    def fetch(size: int, token: str | None) -> Any:
+        return client.search_logged_models(
+            [experiment_id], filter_string=query, max_results=size, page_token=token
         )
-        found += list(page)
-        token = page.token
-        if not token:
-            return found
+
+    return [model for page in follow_pages(fetch, None, _RUNS_PER_SEARCH) for model in page]

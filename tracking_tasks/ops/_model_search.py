@@ -31,6 +31,7 @@ from tracking_tasks.ops._scope import (
     Experiments,
     Scope,
     check_positive,
+    follow_pages,
     resolve_scope,
 )
 from tracking_tasks.urls import model_url, redact_uri
@@ -184,17 +185,15 @@ def _pages(
     page_size: int,
 ) -> Iterator[list[LoggedModel]]:
     client = get_client(scope.tracking_uri, credentials=scope.credentials)
-    token: str | None = None
-    remaining = max_results
-    while remaining is None or remaining > 0:
-        size = page_size if remaining is None else min(page_size, remaining)
+
+    def fetch(size: int, token: str | None) -> Any:
         with mlflow_errors(
             f"searching logged models ({filter_string!r}) on {redact_uri(scope.tracking_uri)} "
             "failed",
             default=LoggedModelError,
             invalid=InvalidSearchError,
         ):
-            page = client.search_logged_models(
+            return client.search_logged_models(
                 list(scope.experiment_ids),
                 filter_string=filter_string or None,
                 datasets=datasets,
@@ -202,15 +201,8 @@ def _pages(
                 order_by=[dict(o) for o in order_by] or None,
                 page_token=token,
             )
-        models = list(page)
-        if remaining is not None:
-            models = models[:remaining]
-            remaining -= len(models)
-        if models:
-            yield models
-        token = page.token
-        if not token:
-            return
+
+    return follow_pages(fetch, max_results, page_size)
 
 
 def _where(filter_string: str, status: ModelStatusName | None) -> str:
