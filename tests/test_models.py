@@ -581,7 +581,10 @@ def test_model_finders_filter_order_and_page_through_everything(
         "m4",
         "m3",
     ]  # fmt: skip  (newest first)
-    assert {m.name for m in ops.find_logged_models(ctx, "status = 3")} == {"failed"}
+    assert {m.name for m in ops.find_logged_models(ctx, status="FAILED")} == {"failed"}
+    assert [m.name for m in ops.find_logged_models(ctx, status="PENDING", max_results=1)] == [
+        "pending"
+    ]  # the limit counts the models that match the status
 
     best = ops.find_best_model("score", ctx, page_size=1)
     assert best is not None and best.name == "m1"  # tie with m2: the first created wins
@@ -608,7 +611,8 @@ def test_a_bad_model_filter_is_refused_before_any_request(
     began = time.monotonic()
     for bad, match in [
         ("foo = 'x'", "not a logged-model attribute"),
-        ("status = 'READY'", "number"),
+        ("status = 'READY'", "status='READY'"),
+        ("status = 2", "PostgreSQL"),
         ("metrics.acc > 0.9 OR name = 'x'", "malformed"),
         ("metrics.acc >", "malformed"),
     ]:

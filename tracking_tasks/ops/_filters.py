@@ -253,29 +253,31 @@ def attribute_in(attribute: str, values: Sequence[str]) -> str:
     return f"{attribute} IN ({', '.join(quote_value(str(v)) for v in values)})"
 
 
-def model_status_equals(status: str) -> str:
-    """A logged-model clause matching one status, by the number MLflow stores.
+def check_model_status(status: str | None) -> str | None:
+    """Return ``status`` upper-cased if it is a logged-model status, else raise.
 
     Args:
-        status: ``PENDING``, ``READY`` or ``FAILED`` (any case).
+        status: ``PENDING``, ``READY`` or ``FAILED`` (any case), or None.
 
     Returns:
-        E.g. ``status = 2``.
+        The upper-cased status, or None.
 
     Raises:
         InvalidSearchError: not a logged-model status.
 
     Example:
-        >>> model_status_equals("ready")
-        'status = 2'
+        >>> check_model_status("ready")
+        'READY'
     """
+    if status is None:
+        return None
     name = str(status).strip().upper()
     if name not in MODEL_STATUSES:
         raise InvalidSearchError(
             f"status {status!r} is not a logged-model status: use one of "
             f"{', '.join(MODEL_STATUSES)}"
         )
-    return f"status = {MODEL_STATUSES[name]}"
+    return name
 
 
 def check_model_filter(filter_string: str | None) -> str:
@@ -283,8 +285,7 @@ def check_model_filter(filter_string: str | None) -> str:
 
     Beyond MLflow's parser: every attribute must be one the server knows (an unknown one
     fails there with HTTP 500, which MLflow's client retries for about four minutes),
-    and ``status`` must be compared with a number or by the ``status=`` argument
-    (``status = 'READY'`` silently matches nothing: the column holds numbers).
+    and ``status`` is left to the finders' ``status=`` argument (see ``MODEL_STATUSES``).
 
     Args:
         filter_string: A logged-model filter, or None.
@@ -294,7 +295,7 @@ def check_model_filter(filter_string: str | None) -> str:
 
     Raises:
         InvalidSearchError: the parser refuses it, an unknown attribute, or a status
-            compared with a name.
+            clause.
 
     Example:
         >>> check_model_filter(" metrics.accuracy > 0.9 AND name = 'digits' ")
@@ -325,14 +326,12 @@ def check_model_filter(filter_string: str | None) -> str:
                 "params.<key>, tags.<key>"
             )
         if key == "status":
-            values = comparison.value if isinstance(comparison.value, tuple) else [comparison.value]
-            if not all(str(v).strip() in {str(n) for n in MODEL_STATUSES.values()} for v in values):
-                numbers = ", ".join(f"{name} = {n}" for name, n in MODEL_STATUSES.items())
-                raise InvalidSearchError(
-                    f"logged-model filter {text!r} compares status with {comparison.value!r}: "
-                    f"MLflow stores it as a number ({numbers}), so a name matches nothing. "
-                    "Write status = 2, or pass status='READY' to the finder"
-                )
+            raise InvalidSearchError(
+                f"logged-model filter {text!r} compares status: MLflow's server compares "
+                "that integer column with text (on SQLite a name matches nothing, on "
+                "PostgreSQL the search fails). Pass status='READY' (or PENDING, FAILED) to "
+                "the finder instead: it filters on the client"
+            )
     return text
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracking_tasks.errors import LoggedModelError, TrackingTasksError, mlflow_errors
 from tracking_tasks.ops._client import get_client
-from tracking_tasks.ops._filters import and_, attribute_in, model_status_equals
+from tracking_tasks.ops._filters import attribute_in
 from tracking_tasks.ops._lifecycle import RunLocation
 from tracking_tasks.ops._scope import follow_pages
 from tracking_tasks.tags import MODEL_FAILURE_TAG
@@ -77,13 +77,14 @@ def fail_pending_models(
         client = get_client(where.tracking_uri, where.registry_uri, credentials=where.credentials)
         for start in range(0, len(ids), _RUNS_PER_SEARCH):
             chunk = ids[start : start + _RUNS_PER_SEARCH]
-            query = and_(attribute_in("source_run_id", chunk), model_status_equals("PENDING"))
+            query = attribute_in("source_run_id", chunk)  # the status: checked below
             try:
                 with mlflow_errors(
                     f"looking for PENDING models on {redact_uri(where.tracking_uri)}",
                     default=LoggedModelError,
                 ):
-                    pending = _search_all(client, where.experiment_id, query)
+                    found = _search_all(client, where.experiment_id, query)
+                pending = [m for m in found if m.status == LoggedModelStatus.PENDING]
             except TrackingTasksError as exc:
                 errors.append(str(exc))
                 continue

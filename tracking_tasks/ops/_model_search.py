@@ -21,10 +21,9 @@ from tracking_tasks.errors import (
 from tracking_tasks.handles import ModelRef
 from tracking_tasks.ops._client import get_client
 from tracking_tasks.ops._filters import (
-    and_,
     check_model_filter,
     check_model_order_by,
-    model_status_equals,
+    check_model_status,
 )
 from tracking_tasks.ops._scope import (
     MAX_PAGE_SIZE,
@@ -110,7 +109,7 @@ class ModelSummary(BaseModel):
             status=str(model.status),
             experiment_id=str(model.experiment_id),
             source_run_id=model.source_run_id,
-            model_type=model.model_type,
+            model_type=model.model_type or None,  # the server answers "" for none
             tracking_uri=tracking_uri,
             artifact_uri=model.artifact_location,
             creation_time=None
@@ -205,9 +204,13 @@ def _pages(
     return follow_pages(fetch, max_results, page_size)
 
 
-def _where(filter_string: str, status: ModelStatusName | None) -> str:
-    checked = check_model_filter(filter_string)
-    return and_(checked, model_status_equals(status) if status is not None else "")
+def _in_status(models: Iterator[list[LoggedModel]], status: str | None) -> Iterator[LoggedModel]:
+    """The models of the pages in ``status`` (None: all): filtered here, since MLflow's
+    server cannot compare a model's status in a filter (see ``MODEL_STATUSES``)."""
+    for page in models:
+        for model in page:
+            if status is None or str(model.status) == status:
+                yield model
 
 
 def find_logged_models(
@@ -230,6 +233,8 @@ def find_logged_models(
     retries for minutes). Where to search is resolved as for ``find_mlflow_runs``:
     ``tracking_uri`` > the ``TrackingContext``'s > ``$MLFLOW_TRACKING_URI`` > the
     embedded default, and the same credentials. Without ``order_by``: newest first.
+    ``status`` is applied to each page as it arrives (MLflow's server cannot compare a
+    model's status in a filter).
 
     As a Prefect task (``tracking_tasks.tasks.find_logged_models``) the answer is cached
     for 5 minutes by the query, the tracking URI and the experiment ids.
@@ -238,7 +243,7 @@ def find_logged_models(
         experiments: An experiment name, a ``TrackingContext``, or a list of them.
         filter_string: A logged-model filter, e.g. ``"metrics.accuracy > 0.9 AND
             name = 'digits'"`` (attributes: ``name``, ``model_id``, ``model_type``,
-            ``source_run_id``, ``status``, ``creation_time``...).
+            ``source_run_id``, ``creation_time``...; not ``status``: use ``status=``).
         experiment_name: The experiment name(s), as an alternative to ``experiments``.
         tracking_uri: Tracking URI to search.
         credentials: An ``MlflowCredentials`` block for the server; by default the
@@ -267,18 +272,22 @@ def find_logged_models(
         ...     return len(find_logged_models("digits-pipeline", "metrics.test_accuracy > 0.9",
         ...                                   status="READY"))
     """
-    where = _where(filter_string, status)
+    where = check_model_filter(filter_string)
+    wanted = check_model_status(status)
     clauses = check_model_order_by(order_by)
     checked_datasets = _datasets(datasets)
     limit = check_positive(max_results, "max_results")
     size = check_positive(page_size, "page_size", MAX_PAGE_SIZE) or DEFAULT_MODEL_PAGE_SIZE
     scope = resolve_scope(experiments, experiment_name, tracking_uri, credentials=credentials)
     order = [{"field_name": name, "ascending": ascending} for name, ascending in clauses]
-    return [
-        ModelSummary.from_logged_model(model, scope.tracking_uri)
-        for page in _pages(scope, where, order, checked_datasets, limit, size)
-        for model in page
-    ]
+    # with a status to match, the server's pages are not counted against the limit
+    pages = _pages(scope, where, order, checked_datasets, None if wanted else limit, size)
+    found = []
+    for model in _in_status(pages, wanted):
+        found.append(ModelSummary.from_logged_model(model, scope.tracking_uri))
+        if limit is not None and len(found) >= limit:
+            break
+    return found
 
 
 def find_best_model(
@@ -344,7 +353,8 @@ def find_best_model(
             "give dataset_name and dataset_digest together (MLflow's server matches nothing "
             "for a data set without its digest)"
         )
-    where = _where(filter_string, status)
+    where = check_model_filter(filter_string)
+    wanted = check_model_status(status)
     size = check_positive(page_size, "page_size", MAX_PAGE_SIZE) or DEFAULT_MODEL_PAGE_SIZE
     scope = resolve_scope(experiments, experiment_name, tracking_uri, credentials=credentials)
     dataset = (dataset_name, dataset_digest) if dataset_name and dataset_digest else None
@@ -355,15 +365,14 @@ def find_best_model(
         datasets = [{"dataset_name": dataset[0], "dataset_digest": dataset[1]}]
     best_value: float | None = None
     tied: list[LoggedModel] = []
-    for page in _pages(scope, where, [order], datasets, None, size):
-        for model in page:
-            value = latest_metrics(model, dataset).get(name)
-            if value is None or math.isnan(value):
-                continue  # ranked last by the server: without the metric, never the best
-            if best_value is not None and value != best_value:
-                return _best(tied, scope.tracking_uri)
-            best_value = value
-            tied.append(model)
+    for model in _in_status(_pages(scope, where, [order], datasets, None, size), wanted):
+        value = latest_metrics(model, dataset).get(name)
+        if value is None or math.isnan(value):
+            continue  # ranked last by the server: without the metric, never the best
+        if best_value is not None and value != best_value:
+            return _best(tied, scope.tracking_uri)
+        best_value = value
+        tied.append(model)
     return _best(tied, scope.tracking_uri)
 
 
