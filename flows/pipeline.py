@@ -1,4 +1,5 @@
-"""The end-to-end pipeline: sweep -> train the best config -> benchmark -> convert -> register.
+"""The end-to-end pipeline: sweep -> train the best config -> benchmark -> convert -> register
+-> promote.
 
 The sweep tunes the model's alpha with Optuna's TPE sampler over a log-uniform range,
 four trials at a time.
@@ -6,6 +7,13 @@ four trials at a time.
 A real small model: scikit-learn's SGD classifier on the handwritten digits data set
 that ships with scikit-learn, trained in seconds on a CPU. Every stage is a tracked
 subflow; the MLflow runs land under one experiment, the sweep's trials nested under it.
+
+The models are MLflow 3 models: training logs the scikit-learn model (signature and input
+example), conversion logs the converted JSON linear model as a pyfunc model
+(``flows/linear_pyfunc.py``), registers it, and the ``champion`` alias moves to the new
+version only when it beats the current champion's test accuracy. After a run,
+``mlflow.pyfunc.load_model("models:/digits-sgd@champion")`` loads it and
+``mlflow models serve -m models:/digits-sgd@champion --env-manager local`` serves it.
 
 Run it with ``make demo`` (embedded default: a SQLite store ``mlflow.db`` in the working
 directory and Prefect's ephemeral API), or deploy it with ``prefect.yaml``.
@@ -38,17 +46,24 @@ from sklearn.model_selection import train_test_split
 from tracking_tasks import (
     BenchmarkOutput,
     ConversionOutput,
+    ModelRef,
     RunLogger,
     StageContext,
     StageOutput,
     TrackingConfig,
+    log_model,
     mlflow_state_hooks,
+    promote_model,
     setup_mlflow,
     track_benchmark,
     track_conversion,
     track_sweep,
     track_training,
 )
+from tracking_tasks.tasks import log_model_metrics
+
+#: The converted model's pyfunc code (MLflow's models from code: no pickle).
+LINEAR_PYFUNC = Path(__file__).with_name("linear_pyfunc.py")
 
 
 class PipelineConfig(BaseModel):
@@ -68,6 +83,7 @@ class PipelineConfig(BaseModel):
     benchmark_calls: int = Field(default=200, ge=2, description="Timed predict calls.")
     benchmark_batch: int = Field(default=32, ge=1, description="Rows per predict call.")
     register_as: str | None = Field(default="digits-sgd", description="Registered model.")
+    champion_alias: str = Field(default="champion", description="Alias of the best version.")
 
 
 def _data(seed: int) -> dict[str, np.ndarray]:
@@ -115,8 +131,12 @@ def _save(model: SGDClassifier, folder: Path) -> Path:
     return folder
 
 
-def _convert(model: SGDClassifier, x_test: np.ndarray, out: Path) -> ConversionOutput:
-    """To a dependency-free JSON linear model: logits = x @ coef.T + intercept."""
+def _convert(
+    model: SGDClassifier, test: tuple[np.ndarray, np.ndarray], out: Path, stage: StageContext
+) -> ConversionOutput:
+    """To a dependency-free JSON linear model (logits = x @ coef.T + intercept), logged
+    as an MLflow pyfunc model with its test accuracy and parity linked to it."""
+    x_test, y_test = test
     out.mkdir(exist_ok=True)
     spec = {
         "coef": model.coef_.tolist(),
@@ -128,7 +148,21 @@ def _convert(model: SGDClassifier, x_test: np.ndarray, out: Path) -> ConversionO
     loaded = json.loads((out / "linear_model.json").read_text())
     converted = x_test @ np.array(loaded["coef"]).T + np.array(loaded["intercept"])
     parity = float(np.max(np.abs(converted - model.decision_function(x_test))))
-    return ConversionOutput(artifact=out, parity_max_abs_diff=parity)
+    labels = np.array(loaded["classes"])[np.argmax(converted, axis=1)]
+    accuracy = float(np.mean(labels == y_test))
+    logged = log_model(
+        stage.run,
+        LINEAR_PYFUNC,
+        "digits-sgd-linear",
+        input_example=x_test[:5],
+        save_kwargs={"artifacts": {"linear_model": str(out / "linear_model.json")}},
+        extra_pip_requirements=[f"numpy=={np.__version__}"],
+        metrics={"test_accuracy": accuracy, "parity_max_abs_diff": parity},
+        model_type="linear-json",
+    )
+    return ConversionOutput(
+        artifact=out, parity_max_abs_diff=parity, metrics={"test_accuracy": accuracy}, model=logged
+    )
 
 
 def _latencies(model: SGDClassifier, x: np.ndarray, calls: int, batch: int) -> list[float]:
@@ -183,11 +217,17 @@ def pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # no
         model = _fit(
             best_alpha, config.train_epochs, config.seed, train_split, test_split, stage.log
         )
-        return StageOutput(
-            metrics={"test_accuracy": model.score(*test_split)},
-            checkpoint=_save(model, work / "trained"),
-            value=model,
+        accuracy = model.score(*test_split)
+        # the trained model as an MLflow model (skops, signature from the input example)
+        logged = log_model(
+            stage.run,
+            model,
+            "digits-sgd-sklearn",
+            input_example=data["x_test"][:5],
+            metrics={"test_accuracy": accuracy},
+            model_type="classifier",
         )
+        return StageOutput(metrics={"test_accuracy": accuracy}, value=(model, logged))
 
     training = track_training(
         train,
@@ -196,7 +236,8 @@ def pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # no
         sweep_run=sweep.run,
         trial_run=sweep.best.run_id,
     )
-    model: SGDClassifier = training.value
+    model: SGDClassifier = training.value[0]
+    trained: ModelRef = training.value[1]
 
     def bench(stage: StageContext) -> BenchmarkOutput:
         return BenchmarkOutput(
@@ -213,13 +254,27 @@ def pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # no
         ctx,
         model_run=training.run,
     )
+    # the latency the benchmark stage measured belongs to the model it measured
+    log_model_metrics(
+        trained, {"latency_p50_ms": benchmark.p50_ms, "latency_p99_ms": benchmark.p99_ms},
+        run=benchmark.run,
+    )  # fmt: skip
     conversion = track_conversion(
-        lambda stage: _convert(model, data["x_test"], work / "converted"),
+        lambda stage: _convert(model, test_split, work / "converted", stage),
         {"format": "linear-json"},
         ctx,
         source_run=training.run,
         register_as=config.register_as,
     )
+    promotion = None
+    if conversion.registered is not None:
+        # champion moves only when the new version's test accuracy beats the champion's
+        promotion = promote_model(
+            conversion.registered,
+            "test_accuracy",
+            alias=config.champion_alias,
+            run=conversion.run,
+        )
     return {
         "sweep": sweep.run.run_id,
         "best_alpha": best_alpha,
@@ -229,6 +284,11 @@ def pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # no
         "latency_p99_ms": benchmark.p99_ms,
         "conversion": conversion.run.run_id,
         "model_version": conversion.model_version,
+        "model_name": conversion.model_name,
+        "trained_model": trained.uri,
+        "converted_model": conversion.model.uri if conversion.model else None,
+        "champion_alias": config.champion_alias,
+        "promotion": promotion.reason if promotion else None,
         "tracking_uri": ctx.tracking_uri,
         "experiment_id": ctx.experiment_id,
     }
@@ -245,7 +305,19 @@ def main() -> None:
     print(f"  MLflow runs in experiment {summary['experiment_id']} at {summary['tracking_uri']}:")
     for stage in ("sweep", "training", "benchmark", "conversion"):
         print(f"    {stage:<11} {summary[stage]}")
+    print(f"  trained model {summary['trained_model']}, converted {summary['converted_model']}")
     uri = summary["tracking_uri"]
+    if summary["model_name"]:
+        champion = f"models:/{summary['model_name']}@{summary['champion_alias']}"
+        print(f"  {summary['promotion']}")
+        print("  load the champion in Python (the tracking URI set first):")
+        print(f"    import mlflow; mlflow.set_tracking_uri({uri!r})")
+        print(f"    mlflow.pyfunc.load_model({champion!r}).predict(x)")
+        print("  serve it with MLflow's own server (it runs uvicorn from PATH):")
+        print(
+            f"    PATH=.venv/bin:$PATH MLFLOW_TRACKING_URI={uri} mlflow models serve "
+            f"-m {champion} --env-manager local --port 5001"
+        )
     if uri.startswith("sqlite:"):
         print("  open them in the MLflow UI:")
         print(f"    .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000")

@@ -455,6 +455,12 @@ class FaultProxy:
         with urllib.request.urlopen(request, timeout=10, context=self._context()) as resp:
             return dict(json.loads(resp.read()))
 
+    def set(self, **options: object) -> dict[str, object]:
+        """Configure every option, the ones not named back to harmless defaults (no
+        fault, every request a candidate); the counters reset."""
+        defaults = {"fault": "none", "after": 0, "first": 0, "fraction": 0.0, "match": ".*"}
+        return self.configure(**{**defaults, "retry_after": None, **options})
+
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(
             f"{self.url}/__faultproxy__", timeout=10, context=self._context()

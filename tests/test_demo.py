@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+import numpy as np
+import pytest
 from mlflow import MlflowClient
 
 
@@ -44,8 +47,13 @@ def test_demo_runs_on_embedded_default(tmp_path: Path, repo_root: Path) -> None:
     assert '"final_loss"' in Path(summary).read_text()
 
 
-def test_pipeline_demo_runs_every_stage(tmp_path: Path, repo_root: Path) -> None:
-    """`make demo`: the whole pipeline on the embedded default, in a fresh process."""
+@pytest.mark.timeout(900)  # the whole pipeline, then the nightly benchmark, on 2 busy cores
+def test_pipeline_demo_runs_every_stage(
+    tmp_path: Path, repo_root: Path, fluent_reset: None
+) -> None:
+    """`make demo`: the whole pipeline on the embedded default, in a fresh process; then
+    the registered champion is what MLflow's own loader reads, and the nightly benchmark
+    loads it by alias."""
     out = _run_flow_script(repo_root, "pipeline.py", tmp_path)
     db = tmp_path / "mlflow.db"
     client = MlflowClient(f"sqlite:///{db}")
@@ -62,3 +70,28 @@ def test_pipeline_demo_runs_every_stage(tmp_path: Path, repo_root: Path) -> None
     (version,) = client.search_model_versions("name = 'digits-sgd'")
     assert version.run_id == runs["conversion"].info.run_id
     assert "mlflow ui --backend-store-uri" in out.stdout
+
+    # the models are MLflow 3 models: the converted one registered, champion by alias
+    models = {m.name: m for m in client.search_logged_models([experiment.experiment_id])}
+    assert set(models) == {"digits-sgd-sklearn", "digits-sgd-linear"}
+    assert {str(m.status) for m in models.values()} == {"READY"}
+    assert version.source == f"models:/{models['digits-sgd-linear'].model_id}"
+    assert client.get_model_version_by_alias("digits-sgd", "champion").version == version.version
+    assert {m.key for m in models["digits-sgd-sklearn"].metrics} >= {"test_accuracy"}
+    assert "champion" in runs["conversion"].data.tags["tracking_tasks.promotion.champion"]
+    assert "mlflow.pyfunc.load_model('models:/digits-sgd@champion')" in out.stdout
+    assert "mlflow models serve -m models:/digits-sgd@champion --env-manager local" in out.stdout
+    from flows.pipeline import _data
+
+    x_test = _data(0)["x_test"]
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    champion = mlflow.pyfunc.load_model("models:/digits-sgd@champion")
+    trained = mlflow.pyfunc.load_model(f"models:/{models['digits-sgd-sklearn'].model_id}")
+    labels = np.asarray(trained.predict(x_test))
+    assert np.array_equal(np.asarray(champion.predict(x_test)), labels)
+    assert float(np.mean(labels == _data(0)["y_test"])) > 0.85
+
+    # the nightly benchmark loads the champion by alias
+    nightly = _run_flow_script(repo_root, "nightly_benchmark.py", tmp_path)
+    assert f"'version': '{version.version}'" in nightly.stdout
+    assert f"'model_id': '{models['digits-sgd-linear'].model_id}'" in nightly.stdout

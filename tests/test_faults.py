@@ -51,8 +51,7 @@ def proxy(mlflow_server: MlflowServer) -> Iterator[FaultProxy]:
 
 def _set(proxy: FaultProxy, **options: Any) -> None:
     """Configure every option (unnamed ones back to harmless defaults); counters reset."""
-    defaults = {"fault": "none", "after": 0, "first": 0, "fraction": 0.0, "match": ".*"}
-    proxy.configure(**{**defaults, "retry_after": None, **options})
+    proxy.set(**options)
 
 
 def _via(config: TrackingConfig, proxy: FaultProxy) -> TrackingConfig:

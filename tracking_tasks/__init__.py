@@ -15,7 +15,7 @@ from tracking_tasks._version import __version__
 from tracking_tasks.auth import MlflowCredentials
 from tracking_tasks.config import AzureMLWorkspace, TrackingConfig
 from tracking_tasks.errors import TrackingTasksError
-from tracking_tasks.handles import RunRef, RunSummary, TrackingContext
+from tracking_tasks.handles import ModelRef, RunRef, RunSummary, TrackingContext
 from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops import ArtifactManifest, CheckpointArtifacts, RunLogger, get_run_summary
 from tracking_tasks.tasks import (
@@ -28,8 +28,11 @@ from tracking_tasks.tasks import (
     find_runs_for_flow_run,
     log_best_checkpoint,
     log_metrics,
+    log_model,
     log_params,
     mlflow_state_hooks,
+    promote_model,
+    register_model,
     register_model_version,
     set_tags,
     setup_mlflow,
@@ -60,6 +63,7 @@ __all__ = [
     "ConversionOutput",
     "ConversionResult",
     "MlflowCredentials",
+    "ModelRef",
     "RunLogger",
     "RunRef",
     "RunSummary",
@@ -83,8 +87,11 @@ __all__ = [
     "get_run_summary",
     "log_best_checkpoint",
     "log_metrics",
+    "log_model",
     "log_params",
     "mlflow_state_hooks",
+    "promote_model",
+    "register_model",
     "register_model_version",
     "set_tags",
     "setup_mlflow",

@@ -1,4 +1,4 @@
-"""Run statuses, and every mapping onto them: Prefect states, Optuna trial states, a ``with`` block's exit."""
+"""Run and model statuses, and every mapping onto them: Prefect states, Optuna trial states, a ``with`` block's exit."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ RUN_STATUSES: tuple[str, ...] = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "
 #: The statuses of an ended run.
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"FINISHED", "FAILED", "KILLED"})
+
+#: The statuses of an MLflow 3 ``LoggedModel``. A search filter cannot compare them
+#: (MLflow 3.17's server binds the value as text against an integer column: on SQLite
+#: ``status = 'READY'`` matches nothing, on PostgreSQL any status clause fails), so the
+#: finders filter by status on the client.
+ModelStatusName = Literal["PENDING", "READY", "FAILED"]
+MODEL_STATUSES: tuple[str, ...] = ("PENDING", "READY", "FAILED")
 
 #: The Prefect state types of a flow or task run that is over, and the MLflow status its
 #: runs end with: the one mapping the state hooks, reconcile and a sweep's failed trials

@@ -1,4 +1,4 @@
-"""Checks that a param, metric, tag or workspace name would be accepted by MLflow, done before sending."""
+"""Checks that a param, metric, tag, model or workspace name would be accepted by MLflow, done before sending."""
 
 from __future__ import annotations
 
@@ -23,6 +23,24 @@ MAX_KEY_LENGTH = 250
 #: name, SQLite stores it, so the library refuses it everywhere.
 MAX_RUN_NAME_LENGTH = 250
 _VALID_KEY = re.compile(r"^[/\w.\- :]*$")
+#: Characters MLflow refuses in a logged model's name (``_validate_logged_model_name``).
+MODEL_NAME_FORBIDDEN = ("/", ":", ".", "%", '"', "'")
+MAX_MODEL_NAME_LENGTH = 500
+
+
+def check_model_name(name: Any) -> str:
+    """Return ``name`` stripped if MLflow accepts it as a logged model's name, else raise."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidLogDataError(f"a model needs a name (a non-empty string), not {name!r}")
+    text = name.strip()
+    bad = sorted({c for c in text if c in MODEL_NAME_FORBIDDEN})
+    if bad or len(text) > MAX_MODEL_NAME_LENGTH:
+        raise InvalidLogDataError(
+            f"model name {text[:80]!r} cannot be used: MLflow refuses the characters "
+            f"{' '.join(MODEL_NAME_FORBIDDEN)} and names over {MAX_MODEL_NAME_LENGTH} "
+            "characters (e.g. write 'digits-sgd-v2', not 'digits.sgd/v2')"
+        )
+    return text
 
 
 def check_key(key: Any, kind: str) -> str:

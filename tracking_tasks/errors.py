@@ -20,10 +20,12 @@ pydantic ``ValidationError`` for a model's fields)::
     │   ├── RunCreationError               MLflow refused to create or reopen a run
     │   ├── RunEndError                    runs could not be ended (hooks, end_mlflow_run)
     │   ├── ModelRegistryError             the model registry refused a model version
+    │   ├── LoggedModelError               a logged model could not be made, finalised, read or searched
     │   └── RunSearchError                 a run search the tracking server refused or missed
     ├── NotFoundError (LookupError)        something named does not exist on the server
     │   ├── RunNotFoundError               a run id the tracking server does not know
     │   ├── ExperimentNotFoundError        an experiment to search that does not exist
+    │   ├── ModelNotFoundError             a logged model, registered version or alias unknown
     │   └── ArtifactNotFoundError          nothing stored at that artifact path
     ├── ArtifactError                      an artifact upload or download did not complete
     │   ├── TransientArtifactError         network fault, timeout, HTTP 408/429/5xx: retried
@@ -66,7 +68,9 @@ __all__ = [
     "InvalidParentRunError",
     "InvalidSearchError",
     "LocalArtifactPathError",
+    "LoggedModelError",
     "MissingExtraError",
+    "ModelNotFoundError",
     "ModelRegistryError",
     "NotFoundError",
     "RunCreationError",
@@ -176,6 +180,15 @@ class ModelRegistryError(TrackingServerError):
     """Raised when the model registry refuses to register a model version."""
 
 
+class LoggedModelError(TrackingServerError):
+    """Raised when an MLflow 3 logged model cannot be saved, created, finalised, read or
+    searched.
+
+    The message names the model and the server; a model this error interrupted while
+    logging it is left FAILED with the reason in its ``tracking_tasks.failure_reason`` tag.
+    """
+
+
 class RunSearchError(TrackingServerError):
     """Raised when a run search fails on the tracking server (refused or unreachable)."""
 
@@ -200,6 +213,10 @@ class ExperimentNotFoundError(RunSearchError, NotFoundError):
 
     Raised before any run is searched; the message names the experiment and the server.
     """
+
+
+class ModelNotFoundError(NotFoundError):
+    """Raised when a logged model id, a registered model version or an alias is unknown."""
 
 
 class ArtifactError(TrackingTasksError):

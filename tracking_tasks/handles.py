@@ -1,4 +1,4 @@
-"""Small frozen values passed between tasks: a tracking context, a run handle, a run summary."""
+"""Small frozen values passed between tasks: a tracking context, a run and a model handle, a run summary."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from tracking_tasks.tags import CONFIG_HASH_TAG, PARENT_RUN_TAG
-from tracking_tasks.urls import experiment_url, run_url
+from tracking_tasks.urls import experiment_url, model_url, run_url
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
-__all__ = ["RunRef", "RunSummary", "RunSummaryData", "RunSummaryInfo", "TrackingContext"]
+__all__ = [
+    "ModelRef",
+    "RunRef",
+    "RunSummary",
+    "RunSummaryData",
+    "RunSummaryInfo",
+    "TrackingContext",
+]
 
 
 class TrackingContext(BaseModel):
@@ -113,6 +120,62 @@ class RunRef(BaseModel):
     def url(self) -> str | None:
         """The run's MLflow UI page, or None for a local store."""
         return run_url(self.tracking_uri, self.experiment_id, self.run_id, workspace=self.workspace)
+
+
+class ModelRef(BaseModel):
+    """A handle on one MLflow 3 logged model, returned by ``log_model``.
+
+    Like ``RunRef`` it holds strings only and names its server explicitly, so it crosses
+    tasks, threads, processes and Dask workers, and pickles. ``uri`` is the
+    ``models:/<model id>`` URI MLflow's own loaders take.
+
+    Args:
+        model_id: The logged model's id (``m-...``).
+        name: The model's name.
+        experiment_id: The experiment the model lives in.
+        source_run_id: The run that produced it (the run it was logged into), or None.
+        tracking_uri: Tracking URI the model lives on.
+        registry_uri: Model registry URI, or None to use the tracking URI.
+        artifact_uri: Where its files are (MLflow's ``artifact_location``), if known.
+        credentials: Secret-free reference to the server's credentials, as in
+            ``TrackingContext``.
+        workspace: The MLflow workspace the model is in, or None for the default.
+
+    Example:
+        >>> ref = ModelRef(model_id="m-1f2e", name="digits", experiment_id="1",
+        ...                source_run_id="abc", tracking_uri="http://127.0.0.1:5000")
+        >>> ref.uri, ref.url
+        ('models:/m-1f2e', 'http://127.0.0.1:5000/#/experiments/1/models/m-1f2e')
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str = Field(description="The logged model's id (m-...).")
+    name: str = Field(description="The model's name.")
+    experiment_id: str = Field(description="The model's experiment id.")
+    source_run_id: str | None = Field(default=None, description="The run that produced it.")
+    tracking_uri: str = Field(description="Tracking URI the model lives on.")
+    registry_uri: str | None = Field(default=None, description="Model registry URI.")
+    artifact_uri: str | None = Field(default=None, description="Where its files are.")
+    credentials: str | None = Field(
+        default=None,
+        description="Secret-free reference to the server's credentials (a saved block's name).",
+    )
+    workspace: str | None = Field(
+        default=None, description="MLflow workspace of the model (None: the default)."
+    )
+
+    @property
+    def uri(self) -> str:
+        """``models:/<model id>``: what ``mlflow.pyfunc.load_model`` and registering take."""
+        return f"models:/{self.model_id}"
+
+    @property
+    def url(self) -> str | None:
+        """The model's MLflow UI page, or None for a local store."""
+        return model_url(
+            self.tracking_uri, self.experiment_id, self.model_id, workspace=self.workspace
+        )
 
 
 class RunSummaryInfo(BaseModel):

@@ -8,7 +8,8 @@ it from here. Keys fall in four families (plus the Optuna attribute keys at the 
   is the tracker's stage name (``STAGES``), or the seed's (``SEED_STAGE_NAMES``) for the
   seed-named tracker classes, or any name given as ``stage=``;
 - ``tracking_tasks.*``: the library's own bookkeeping (config hash, run identity,
-  lineage, a sweep's best trial);
+  lineage, a sweep's best trial, a logged model's identity and why it failed, an alias
+  promotion's decision);
 - ``prefect.*``: the Prefect API, flow run, flow, deployment and task run a run was
   opened under, and the Prefect state that ended it;
 - MLflow's own ``mlflow.parentRunId``, which nests a run under its parent in the UI.
@@ -33,8 +34,11 @@ __all__ = [
     "INTERRUPTED_ATTR",
     "LINEAGE_TAG_PREFIX",
     "MACHINE_TAG_PREFIX",
+    "MODEL_FAILURE_TAG",
+    "MODEL_IDENTITY_TAG",
     "PARENT_RUN_TAG",
     "PREFECT_API_TAG",
+    "PROMOTION_TAG_PREFIX",
     "PRUNED_TAG",
     "RECONCILED_TAG",
     "RECONCILE_OVERRULED_TAG",
@@ -50,6 +54,7 @@ __all__ = [
     "TRIAL_RUN_ATTR",
     "lineage_tag",
     "parse_flow_run_id",
+    "promotion_tag",
     "stage_run_name",
     "trial_run_name",
 ]
@@ -92,6 +97,14 @@ REFIT_COMPLETED_TAG = "tracking_tasks.refit_completed"
 #: A group of runs the caller names (the seed's ``group_id``: runs of one pipeline
 #: invocation, say); find them with ``tags.`tracking_tasks.group_id` = '<id>'``.
 GROUP_TAG = "tracking_tasks.group_id"
+#: On a ``LoggedModel``: its identity (source run, name, step, params, model type); a
+#: retried task or flow run finds the model it already made by it.
+MODEL_IDENTITY_TAG = "tracking_tasks.model_identity"
+#: On a ``LoggedModel`` finalised FAILED: why (MLflow's finalize call has no message).
+MODEL_FAILURE_TAG = "tracking_tasks.failure_reason"
+#: ``tracking_tasks.promotion.<alias>``: on the run that asked, what ``promote_model``
+#: decided about moving the alias, and why.
+PROMOTION_TAG_PREFIX = "tracking_tasks.promotion."
 #: ``machine.*``: where a benchmark ran (python, platform, cpu_count, processor).
 MACHINE_TAG_PREFIX = "machine."
 
@@ -146,6 +159,22 @@ def lineage_tag(role: str) -> str:
         'tracking_tasks.lineage.sweep'
     """
     return f"{LINEAGE_TAG_PREFIX}{role}"
+
+
+def promotion_tag(alias: str) -> str:
+    """Return the run tag key that records a promotion decision for ``alias``.
+
+    Args:
+        alias: The registry alias, e.g. ``champion``.
+
+    Returns:
+        ``tracking_tasks.promotion.<alias>``.
+
+    Example:
+        >>> promotion_tag("champion")
+        'tracking_tasks.promotion.champion'
+    """
+    return f"{PROMOTION_TAG_PREFIX}{alias}"
 
 
 def stage_run_name(stage: str, name: str | None = None) -> str:

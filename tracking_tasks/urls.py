@@ -17,6 +17,7 @@ __all__ = [
     "azureml_workspace_parts",
     "experiment_url",
     "is_http_uri",
+    "model_url",
     "redact_uri",
     "run_url",
     "same_server",
@@ -413,4 +414,38 @@ def run_url(
         return studio
     base = _ui_base(tracking_uri, ui_base_url)
     page = f"/#/experiments/{experiment_id}/runs/{run_id}"
+    return None if base is None else f"{base}{page}{_in_workspace(workspace)}"
+
+
+def model_url(
+    tracking_uri: str,
+    experiment_id: str,
+    model_id: str,
+    *,
+    ui_base_url: str | None = None,
+    workspace: str | None = None,
+) -> str | None:
+    """Return the MLflow UI page of a logged model (MLflow 3), or None where there is none.
+
+    The UI is found as in :func:`experiment_url`; local stores and ``azureml://`` URIs
+    give None (Azure ML studio has no page for an MLflow 3 logged model).
+
+    Args:
+        tracking_uri: The tracking URI the model lives on.
+        experiment_id: The model's experiment id.
+        model_id: The logged model's id (``m-...``).
+        ui_base_url: The MLflow UI's address when it differs from the tracking URI.
+        workspace: The MLflow workspace the model lives in, if any.
+
+    Returns:
+        ``<ui>/#/experiments/<exp>/models/<model id>``, or None.
+
+    Example:
+        >>> model_url("http://127.0.0.1:5000", "3", "m-abc")
+        'http://127.0.0.1:5000/#/experiments/3/models/m-abc'
+    """
+    if azureml_workspace_id(tracking_uri) is not None:
+        return None
+    base = _ui_base(tracking_uri, ui_base_url)
+    page = f"/#/experiments/{experiment_id}/models/{model_id}"
     return None if base is None else f"{base}{page}{_in_workspace(workspace)}"

@@ -26,11 +26,19 @@ from tracking_tasks.ops._finders import (
 from tracking_tasks.ops._fluent import RunHandle
 from tracking_tasks.ops._lifecycle import end_mlflow_run
 from tracking_tasks.ops._logging import RunLogger, log_metrics, log_params, set_tags
+from tracking_tasks.ops._model_metrics import log_model_metrics
+from tracking_tasks.ops._model_read import get_model_summary, load_model
 from tracking_tasks.ops._model_registry import (
     ModelVersion,
+    get_model_version,
     latest_model_version,
+    register_model,
     register_model_version,
+    set_model_alias,
 )
+from tracking_tasks.ops._model_search import ModelSummary, find_best_model, find_logged_models
+from tracking_tasks.ops._models import log_model
+from tracking_tasks.ops._promotion import PromotionDecision, promote_model
 from tracking_tasks.ops._reconcile import FlowRunStates, ReconcileReport, reconcile_runs
 from tracking_tasks.ops._runs import create_mlflow_run
 from tracking_tasks.ops._setup import setup_mlflow
@@ -44,7 +52,9 @@ __all__ = [
     "CheckpointArtifacts",
     "FlowRunStates",
     "ManifestEntry",
+    "ModelSummary",
     "ModelVersion",
+    "PromotionDecision",
     "ReconcileReport",
     "RunHandle",
     "RunLogger",
@@ -52,17 +62,27 @@ __all__ = [
     "create_mlflow_run",
     "download_artifacts",
     "end_mlflow_run",
+    "find_best_model",
     "find_best_run",
+    "find_logged_models",
     "find_mlflow_runs",
     "find_run_by_config_hash",
     "find_runs_for_flow_run",
+    "get_model_summary",
+    "get_model_version",
     "get_run_summary",
     "latest_model_version",
+    "load_model",
     "log_best_checkpoint",
     "log_metrics",
+    "log_model",
+    "log_model_metrics",
     "log_params",
+    "promote_model",
     "reconcile_runs",
+    "register_model",
     "register_model_version",
+    "set_model_alias",
     "set_tags",
     "setup_mlflow",
     "upload_artifacts",

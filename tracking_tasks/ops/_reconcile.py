@@ -14,6 +14,7 @@ from tracking_tasks._status import TERMINAL_FLOW_RUN_STATES, RunStatus
 from tracking_tasks.errors import InvalidArgumentError
 from tracking_tasks.ops._filters import tag_exists
 from tracking_tasks.ops._lifecycle import RunLocation, end_runs
+from tracking_tasks.ops._model_lifecycle import fail_pending_models
 from tracking_tasks.ops._reconcile_guard import (
     DEFAULT_GRACE_SECONDS,
     REREAD_BATCH,
@@ -275,6 +276,7 @@ def reconcile_runs(
                     max_workers=max_workers,
                 )
                 errors += failures
+                errors += fail_pending_models(done, where, reason)
             ended[status] += done
             if state == FLOW_RUN_MISSING:
                 missing += done

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -228,6 +228,26 @@ def resolve_scope(
     )
 
 
+def follow_pages(
+    fetch: Callable[[int, str | None], Any], max_results: int | None, page_size: int
+) -> Iterator[list[Any]]:
+    """Yield the pages ``fetch(size, page_token)`` answers (MLflow ``PagedList`` values),
+    following page tokens to the end, up to ``max_results`` items (None: all)."""
+    token: str | None = None
+    remaining = max_results
+    while remaining is None or remaining > 0:
+        page = fetch(page_size if remaining is None else min(page_size, remaining), token)
+        items = list(page)
+        if remaining is not None:
+            items = items[:remaining]
+            remaining -= len(items)
+        if items:
+            yield items
+        token = page.token
+        if not token:
+            return
+
+
 def pages(query: Query) -> Iterator[list[Run]]:
     """Yield pages of runs, following page tokens, up to ``query.max_results`` runs."""
     from mlflow.entities import ViewType
@@ -235,16 +255,14 @@ def pages(query: Query) -> Iterator[list[Run]]:
     uri = query.scope.tracking_uri
     client = get_client(uri, credentials=query.scope.credentials, workspace=query.scope.workspace)
     view = ViewType.ALL if query.include_deleted else ViewType.ACTIVE_ONLY
-    token: str | None = None
-    remaining = query.max_results
-    while remaining is None or remaining > 0:
-        size = query.page_size if remaining is None else min(query.page_size, remaining)
+
+    def fetch(size: int, token: str | None) -> Any:
         with mlflow_errors(
             f"searching runs ({query.filter_string!r}) on {redact_uri(uri)} failed",
             default=RunSearchError,
             invalid=InvalidSearchError,
         ):
-            page = client.search_runs(
+            return client.search_runs(
                 list(query.scope.experiment_ids),
                 filter_string=query.filter_string,
                 run_view_type=view,
@@ -252,15 +270,8 @@ def pages(query: Query) -> Iterator[list[Run]]:
                 order_by=list(query.order_by) or None,
                 page_token=token,
             )
-        runs = list(page)
-        if remaining is not None:
-            runs = runs[:remaining]
-            remaining -= len(runs)
-        if runs:
-            yield runs
-        token = page.token
-        if not token:
-            return
+
+    return follow_pages(fetch, query.max_results, query.page_size)
 
 
 def search(query: Query) -> list[RunSummary]:

@@ -22,6 +22,16 @@ from tracking_tasks.tasks._finders import (
 )
 from tracking_tasks.tasks._hooks import FlowStateHooks, mlflow_state_hooks
 from tracking_tasks.tasks._model_registry import latest_model_version, register_model_version
+from tracking_tasks.tasks._models import (
+    find_best_model,
+    find_logged_models,
+    get_model_version,
+    log_model,
+    log_model_metrics,
+    promote_model,
+    register_model,
+    set_model_alias,
+)
 from tracking_tasks.tasks._prefect_api import prefect_api_identity
 from tracking_tasks.tasks._reconcile import read_flow_run_states, reconcile_mlflow_runs
 from tracking_tasks.tasks._runs import (
@@ -41,20 +51,28 @@ __all__ = [
     "create_mlflow_run",
     "download_artifacts",
     "end_mlflow_run",
+    "find_best_model",
     "find_best_run",
+    "find_logged_models",
     "find_mlflow_runs",
     "find_run_by_config_hash",
     "find_runs_for_flow_run",
+    "get_model_version",
     "latest_model_version",
     "log_best_checkpoint",
     "log_metrics",
+    "log_model",
+    "log_model_metrics",
     "log_params",
     "mlflow_state_hooks",
     "prefect_api_identity",
+    "promote_model",
     "read_flow_run_states",
     "reconcile_mlflow_runs",
+    "register_model",
     "register_model_version",
     "retry_on_transient_fault",
+    "set_model_alias",
     "set_tags",
     "setup_mlflow",
     "state_to_run_status",

@@ -13,6 +13,7 @@ from tracking_tasks.errors import RunEndError
 from tracking_tasks.handles import TrackingContext
 from tracking_tasks.ops._finders import open_run_ids
 from tracking_tasks.ops._lifecycle import RunLocation, end_runs
+from tracking_tasks.ops._model_lifecycle import fail_pending_models
 from tracking_tasks.ops._reconcile_guard import reconciled_run_ids
 from tracking_tasks.ops._scope import Scope
 from tracking_tasks.tasks._run_memory import (
@@ -111,6 +112,9 @@ def end_open_runs(
     )
     ended += more
     errors += failures
+    if status != "FINISHED":  # a Completed flow run's models are done: no request
+        where = {**known_runs, **{run_id: location for run_id, (location, _) in found.items()}}
+        errors += fail_pending_models(ended, where, f"flow run {state_name}")
     if errors:
         raise RunEndError(
             f"could not end the MLflow runs of flow run {flow_run_id} as {status}: "
@@ -140,7 +144,10 @@ def mlflow_state_hooks(
     never overwritten, except a status reconcile wrote (it saw the flow run over while
     this process still lived: marked Crashed by mistake, or retried): the hooks know how
     the flow run really ended, and their status replaces reconcile's. The Prefect state
-    name is tagged on the run as ``prefect.final_state``.
+    name is tagged on the run as ``prefect.final_state``. On Failed, Crashed and
+    Cancelled, the logged models of the runs ended that were left PENDING (an upload cut
+    short) are finalised FAILED, with the reason in their ``tracking_tasks.failure_reason``
+    tag; a READY model is never touched.
 
     The hooks find the runs through the experiments the flow run tracked into: this
     process remembers them, and every process that opened runs labels the Prefect flow

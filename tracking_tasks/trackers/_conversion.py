@@ -11,10 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tracking_tasks.config._models import TrackingConfig
 from tracking_tasks.errors import StageOutputError
-from tracking_tasks.handles import RunRef, TrackingContext
+from tracking_tasks.handles import ModelRef, RunRef, TrackingContext
+from tracking_tasks.ops._model_registry import ModelVersion
 from tracking_tasks.tasks._artifacts import upload_artifacts
 from tracking_tasks.tasks._hooks import mlflow_state_hooks
 from tracking_tasks.tasks._model_registry import register_model_version
+from tracking_tasks.tasks._models import register_model
 from tracking_tasks.tasks._runs import log_metrics
 from tracking_tasks.trackers._core import StageResult, config_dict, lineage_tags, open_stage_run
 from tracking_tasks.trackers._training import run_stage_function
@@ -28,6 +30,9 @@ class ConversionOutput(BaseModel):
         parity_max_abs_diff: Largest absolute difference between the source model's and
             the converted model's outputs on the same inputs.
         metrics: Extra metrics to log.
+        model: The converted model logged as an MLflow model (``log_model``'s handle,
+            logged into ``stage.run``): ``register_as`` then registers it, so MLflow can
+            load and serve the registered version.
 
     Example:
         >>> from pathlib import Path
@@ -40,6 +45,9 @@ class ConversionOutput(BaseModel):
     artifact: Path = Field(description="The converted model file or folder.")
     parity_max_abs_diff: float = Field(ge=0, description="Max |source - converted| output.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Extra metrics.")
+    model: ModelRef | None = Field(
+        default=None, description="The converted model as a logged MLflow model, if logged."
+    )
 
 
 class ConversionResult(StageResult):
@@ -49,6 +57,9 @@ class ConversionResult(StageResult):
         artifact_path: Where the converted model lives under the run's artifacts.
         model_name: The registered model name, when registered.
         model_version: The new model version, when registered.
+        model: The converted model's ``ModelRef``, when the conversion logged one.
+        registered: The registered ``ModelVersion``, when registered from that model
+            (pass it to ``promote_model``).
 
     Example:
         >>> ConversionResult.model_fields["model_version"].default is None
@@ -58,6 +69,10 @@ class ConversionResult(StageResult):
     artifact_path: str = Field(description="Converted model's artifact path.")
     model_name: str | None = Field(default=None, description="Registered model name.")
     model_version: str | None = Field(default=None, description="Registered model version.")
+    model: ModelRef | None = Field(default=None, description="The converted logged model.")
+    registered: ModelVersion | None = Field(
+        default=None, description="The registered version, when registered from the model."
+    )
 
 
 def _size(path: Path) -> int:
@@ -82,8 +97,10 @@ def track_conversion(
     ``convert_fn(stage)`` converts the model and returns a ``ConversionOutput``; the
     converted file or folder is uploaded with the artifact retries, its size logged as
     ``converted_size_bytes`` and the parity as ``parity_max_abs_diff``; lineage tags
-    point at the source model's run. With ``register_as`` the upload becomes a new
-    version of that registered model.
+    point at the source model's run. With ``register_as`` the converted model becomes a
+    new version of that registered model: the logged model of ``output.model`` when the
+    function logged one (``log_model(stage.run, ...)``: a version MLflow can load and
+    serve), else the uploaded folder (``runs:/<run>/<artifact_path>``).
 
     Args:
         convert_fn: The conversion function; gets a ``StageContext``.
@@ -123,7 +140,12 @@ def track_conversion(
         **output.metrics,
     }
     log_metrics(run, metrics)
-    version = register_model_version(run, artifact_path, register_as) if register_as else None
+    registered = None
+    if register_as and output.model is not None:
+        registered = register_model(output.model, register_as)
+        version: str | None = registered.version
+    else:
+        version = register_model_version(run, artifact_path, register_as) if register_as else None
     return ConversionResult(
         stage="conversion",
         run=run,
@@ -131,4 +153,6 @@ def track_conversion(
         artifact_path=artifact_path,
         model_name=register_as,
         model_version=version,
+        model=output.model,
+        registered=registered,
     )

@@ -118,9 +118,9 @@ def download_artifacts(
         workspace=workspace,
     )
     with contextlib.closing(transport):
-        return _download_with(
+        return download_with(
             transport,
-            run_id,
+            f"run {run_id}",
             uri,
             artifact_path,
             root,
@@ -141,9 +141,9 @@ def _make_folder(folder: Path) -> list[Path]:
     return missing
 
 
-def _download_with(
+def download_with(
     transport: Transport,
-    run_id: str,
+    label: str,
     tracking_uri: str,
     artifact_path: str,
     root: str,
@@ -151,9 +151,14 @@ def _download_with(
     *,
     max_workers: int,
     extract: bool,
+    foreign: frozenset[str] = frozenset(),
 ) -> Path:
-    where = f"run {run_id} at {root or '/'!r}"
-    listing = {f.path: f.size for f in transport.list(root)}
+    """Download ``root`` (or the one file ``artifact_path`` names) through ``transport``;
+    ``label`` names the owner in messages (``run <id>``, ``model <id>``). Names in
+    ``foreign`` (files another program writes beside ours) are neither checked nor
+    fetched."""
+    where = f"{label} at {root or '/'!r}"
+    listing = {f.path: f.size for f in transport.list(root) if f.path not in foreign}
     only: str | None = None
     if not listing and root:
         parent, name = posixpath.split(root)
@@ -165,7 +170,7 @@ def _download_with(
                 listing[MANIFEST_NAME] = sizes[MANIFEST_NAME]
     if not listing or set(listing) == {MANIFEST_NAME}:
         raise ArtifactNotFoundError(
-            f"no artifacts at {artifact_path!r} in run {run_id} on {redact_uri(tracking_uri)}"
+            f"no artifacts at {artifact_path!r} in {label} on {redact_uri(tracking_uri)}"
         )
     with (
         ThreadPoolExecutor(max_workers, thread_name_prefix="tt-artifacts") as pool,

@@ -524,12 +524,15 @@ def open_transport(
     timeout: float = 120.0,
     pool_size: int = 8,
     workspace: str | None = None,
+    artifact_uri: str | None = None,
 ) -> Transport:
     """Pick the transport for a run: direct HTTP when its artifacts are served by the
     tracking server (``mlflow-artifacts:`` URIs) with basic or token auth, else MLflow's
     artifact repository for that URI. Close it when done. ``credentials`` (the run
     handle's reference) is loaded first if this process has not yet done so; every
     request of either transport goes to the run handle's MLflow ``workspace``.
+    ``artifact_uri`` names the root directly (a logged model's ``artifact_location``):
+    the run is then not looked up.
 
     Raises:
         RunNotFoundError: the run does not exist.
@@ -537,13 +540,14 @@ def open_transport(
     """
     ensure_credentials(credentials, tracking_uri)
     if not is_http_uri(tracking_uri):
-        artifact_uri = repo_artifact_uri(run_id, tracking_uri, registry_uri, workspace)
-        return RepoTransport(artifact_uri, tracking_uri, workspace)
+        root = artifact_uri or repo_artifact_uri(run_id, tracking_uri, registry_uri, workspace)
+        return RepoTransport(root, tracking_uri, workspace)
     from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 
     origin = _Origin(tracking_uri, tracking_uri, timeout, pool_size, workspace)
     try:
-        artifact_uri = _get_run_artifact_uri(origin, run_id, tracking_uri)
+        if artifact_uri is None:
+            artifact_uri = _get_run_artifact_uri(origin, run_id, tracking_uri)
         creds = origin.creds
         other_plugin = creds.auth and creds.auth != PROVIDER_NAME
         plain_auth = not (other_plugin or creds.aws_sigv4 or creds.use_databricks_sdk)

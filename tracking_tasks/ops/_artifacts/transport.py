@@ -19,6 +19,7 @@ from tracking_tasks.errors import (
     mlflow_errors,
     transfer_error,
 )
+from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._client import get_client
 from tracking_tasks.ops._workspaces import scoped
 from tracking_tasks.urls import redact_uri
@@ -34,6 +35,41 @@ RETRY_AFTER_ATTEMPTS = 3
 goes to the task's retries (``TransientArtifactError``)."""
 
 ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where an upload lands: a run's artifact root, or another root on the run's server.
+
+    Attributes:
+        run_id: The run the manifest names (for a logged model: its source run).
+        tracking_uri: The tracking server.
+        registry_uri: The model registry URI, or None.
+        credentials: The secret-free credentials reference requests carry, or None.
+        artifact_uri: The root to write under; None for the run's artifact root (looked
+            up). A logged model's ``artifact_location`` for its files.
+        label: How the log lines name it (default ``run <run_id>``).
+        workspace: The MLflow workspace every request goes to, or None.
+    """
+
+    run_id: str
+    tracking_uri: str
+    registry_uri: str | None = None
+    credentials: str | None = None
+    artifact_uri: str | None = None
+    label: str = ""
+    workspace: str | None = None
+
+    @classmethod
+    def of_run(cls, run: RunRef) -> Destination:
+        """The artifact root of the run a ``RunRef`` names."""
+        return cls(
+            run.run_id,
+            run.tracking_uri,
+            run.registry_uri,
+            run.credentials,
+            workspace=run.workspace,
+        )
 
 
 @dataclass(frozen=True)

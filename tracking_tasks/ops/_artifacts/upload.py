@@ -36,6 +36,7 @@ from tracking_tasks.ops._artifacts.manifest import (
     verify_listing,
 )
 from tracking_tasks.ops._artifacts.transport import (
+    Destination,
     join,
     safe_relpath,
     sha256_file,
@@ -189,6 +190,30 @@ def upload_artifacts(
         raise TrackingConfigError(
             f"run must be the RunRef returned by create_mlflow_run, not {type(run).__name__}"
         )
+    return upload_to(
+        Destination.of_run(run),
+        local_path,
+        artifact_path,
+        archive=archive,
+        max_workers=max_workers,
+        timeout_seconds=timeout_seconds,
+        progress_min_bytes=progress_min_bytes,
+        on_progress=on_progress,
+    )
+
+
+def upload_to(
+    destination: Destination,
+    local_path: str | os.PathLike[str],
+    artifact_path: str | None = None,
+    *,
+    archive: bool = False,
+    max_workers: int = 8,
+    timeout_seconds: float | None = None,
+    progress_min_bytes: int = PROGRESS_MIN_BYTES,
+    on_progress: ProgressCallback | None = None,
+) -> ArtifactManifest:
+    """``upload_artifacts`` to any ``Destination`` (see it for the rules)."""
     if max_workers < 1:
         raise TrackingConfigError(f"max_workers must be at least 1, not {max_workers}")
     source = Path(local_path).expanduser()
@@ -218,16 +243,17 @@ def upload_artifacts(
             entries = _sizes(files)
 
         transport = open_transport(
-            run.run_id,
-            run.tracking_uri,
-            run.registry_uri,
-            credentials=run.credentials,
+            destination.run_id,
+            destination.tracking_uri,
+            destination.registry_uri,
+            credentials=destination.credentials,
             timeout=request_timeout(timeout_seconds),
             pool_size=max_workers,
-            workspace=run.workspace,
+            workspace=destination.workspace,
+            artifact_uri=destination.artifact_uri,
         )
         cleanup.callback(transport.close)
-        where = f"run {run.run_id} at {root or '/'!r}"
+        where = f"{destination.label or f'run {destination.run_id}'} at {root or '/'!r}"
         remote = {f.path: f.size for f in transport.list(root)}
         previous = read_manifest(transport, root, scratch) if MANIFEST_NAME in remote else None
         known = {e.path: e for e in previous.files} if previous else {}
@@ -254,7 +280,7 @@ def upload_artifacts(
         ]
         all_entries = tuple(sorted([*kept, *entries], key=lambda e: e.path))
         final = ArtifactManifest(
-            run_id=run.run_id, artifact_path=root, complete=True, files=all_entries
+            run_id=destination.run_id, artifact_path=root, complete=True, files=all_entries
         )
         log.info(
             "Uploading %d of %d files (%d bytes) to %s; %d already there with the same size "
