@@ -7,6 +7,7 @@ imported when a function first needs it.
 """
 
 from tracking_tasks._status import RunStatus
+from tracking_tasks.ops._artifacts.checkpoint import log_best_checkpoint
 from tracking_tasks.ops._artifacts.download import download_artifacts
 from tracking_tasks.ops._artifacts.manifest import (
     MANIFEST_NAME,
@@ -15,7 +16,7 @@ from tracking_tasks.ops._artifacts.manifest import (
     ManifestEntry,
 )
 from tracking_tasks.ops._artifacts.transport import RETRY_AFTER_ATTEMPTS, RETRY_AFTER_MAX_SECONDS
-from tracking_tasks.ops._artifacts.upload import log_best_checkpoint, upload_artifacts
+from tracking_tasks.ops._artifacts.upload import upload_artifacts
 from tracking_tasks.ops._finders import (
     find_best_run,
     find_mlflow_runs,

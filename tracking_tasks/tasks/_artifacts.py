@@ -11,6 +11,7 @@ from prefect.tasks import exponential_backoff
 
 from tracking_tasks.errors import is_transient
 from tracking_tasks.handles import RunRef
+from tracking_tasks.ops._artifacts import checkpoint as plain_checkpoint
 from tracking_tasks.ops._artifacts import download as plain_download
 from tracking_tasks.ops._artifacts import upload as plain_upload
 from tracking_tasks.ops._artifacts.manifest import ArtifactManifest, CheckpointArtifacts
@@ -194,7 +195,7 @@ def log_best_checkpoint(
         ... def keep(run: RunRef) -> None:
         ...     log_best_checkpoint(run, "/mnt/ckpt/step-900", config_dir="configs")
     """
-    return plain_upload.log_best_checkpoint(
+    return plain_checkpoint.log_best_checkpoint(
         run,
         checkpoint_path,
         config_dir,

@@ -1,4 +1,4 @@
-"""Uploads: resumable, verified, streamed; a checkpoint and its config side by side."""
+"""Uploads: resumable, verified, streamed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from tracking_tasks.errors import (
     ArtifactError,
@@ -28,7 +27,6 @@ from tracking_tasks.ops._artifacts.http_transport import open_transport
 from tracking_tasks.ops._artifacts.manifest import (
     MANIFEST_NAME,
     ArtifactManifest,
-    CheckpointArtifacts,
     ManifestEntry,
     put_manifest,
     read_manifest,
@@ -375,73 +373,3 @@ def upload_to(
         "Uploaded and verified %d files (%d bytes) in %s", len(entries), final.total_bytes, where
     )
     return final
-
-
-def log_best_checkpoint(
-    run: RunRef,
-    checkpoint_path: str | os.PathLike[str],
-    config_dir: str | os.PathLike[str],
-    *,
-    artifact_path: str = "best_checkpoint",
-    archive: bool = True,
-    max_workers: int = 8,
-    timeout_seconds: float | None = None,
-    progress_min_bytes: int = PROGRESS_MIN_BYTES,
-    on_progress: ProgressCallback | None = None,
-) -> CheckpointArtifacts:
-    """Upload a checkpoint and the config that produced it, side by side.
-
-    The checkpoint goes to ``<artifact_path>/checkpoint`` (a folder as one tar.gz when
-    ``archive``, a single file as is) and ``config_dir`` to ``<artifact_path>/config``
-    (file by file). The config folder is explicit: checkpoints often sit on another
-    mount than the code, so nothing is inferred from the checkpoint's path. Same
-    retries, resumption and verification as ``upload_artifacts``.
-
-    Args:
-        run: The run handle.
-        checkpoint_path: The checkpoint folder (or file).
-        config_dir: The folder of configs to keep with it.
-        artifact_path: Folder for both under the run's artifact root.
-        archive: Send a checkpoint folder as one tar.gz.
-        max_workers: Files sent at once.
-        timeout_seconds: Per-request timeout (default ``MLFLOW_HTTP_REQUEST_TIMEOUT`` or 120).
-        progress_min_bytes: Smallest upload that reports progress.
-        on_progress: Gets the percentage sent of each of the two uploads.
-
-    Returns:
-        ``CheckpointArtifacts`` with both manifests.
-
-    Raises:
-        LocalArtifactPathError: the checkpoint or the config folder is missing.
-        RunNotFoundError: the run does not exist.
-        TransientArtifactError: a transient fault outlasted the retries.
-        ArtifactVerificationError: what landed differs from the manifest.
-
-    Example:
-        >>> from prefect import flow
-        >>> @flow
-        ... def keep(run: RunRef) -> None:
-        ...     log_best_checkpoint(run, "/mnt/ckpt/step-900", config_dir="configs")
-    """
-    root = artifact_root(artifact_path)
-    config = Path(config_dir).expanduser()
-    if not config.is_dir():
-        raise LocalArtifactPathError(f"config_dir {str(config)!r} is not a folder")
-    checkpoint = Path(checkpoint_path).expanduser()
-    options: dict[str, Any] = {
-        "max_workers": max_workers,
-        "timeout_seconds": timeout_seconds,
-        "progress_min_bytes": progress_min_bytes,
-        "on_progress": on_progress,
-    }
-    config_manifest = upload_artifacts(run, config, join(root, "config"), archive=False, **options)
-    checkpoint_manifest = upload_artifacts(
-        run,
-        checkpoint,
-        join(root, "checkpoint"),
-        archive=archive and checkpoint.is_dir(),
-        **options,
-    )
-    return CheckpointArtifacts(
-        artifact_path=root, checkpoint=checkpoint_manifest, config=config_manifest
-    )
