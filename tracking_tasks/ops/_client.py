@@ -6,6 +6,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from tracking_tasks.auth._apply import ensure_credentials
+from tracking_tasks.urls import base_scheme
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -36,6 +37,10 @@ def get_client(
         True
     """
     ensure_credentials(credentials, tracking_uri)
+    if registry_uri is None and base_scheme(tracking_uri) != "databricks":
+        # MLflow's own default, said outright: left None, MlflowClient would take the
+        # fluent API's registry (or $MLFLOW_REGISTRY_URI) of whatever ran before
+        registry_uri = tracking_uri
     return _client(tracking_uri, registry_uri)
 
 

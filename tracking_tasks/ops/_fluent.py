@@ -21,7 +21,7 @@ import logging
 import threading
 from types import TracebackType
 
-from tracking_tasks._environment import point_fluent_api
+from tracking_tasks._environment import RUN_ID_VAR, kept_env, point_fluent_api, quiet_run_links
 from tracking_tasks._private_apis import fluent_experiment_id
 from tracking_tasks._status import exit_status
 from tracking_tasks.errors import RunEndError, RunNotFoundError, TrackingServerError, mlflow_errors
@@ -69,8 +69,6 @@ class RunHandle(RunRef):
         >>> from tracking_tasks.ops import create_mlflow_run
         >>> with RunHandle.model_validate(create_mlflow_run(ctx, "fluent").model_dump()) as run:
         ...     mlflow.log_metric("f1", 0.85)
-        🏃 View run fluent at: ...
-        🧪 View experiment at: ...
         >>> mlflow.MlflowClient(ctx.tracking_uri).get_run(run.run_id).data.metrics
         {'f1': 0.85}
     """
@@ -116,10 +114,15 @@ class RunHandle(RunRef):
         stack = _stack()
         if self in stack:
             stack.remove(self)
-        with mlflow_errors(
-            f"could not end MLflow run {self.run_id} on {redact_uri(self.tracking_uri)}",
-            default=RunEndError,
-            not_found=RunNotFoundError,
+        with (
+            mlflow_errors(
+                f"could not end MLflow run {self.run_id} on {redact_uri(self.tracking_uri)}",
+                default=RunEndError,
+                not_found=RunNotFoundError,
+            ),
+            # mlflow.end_run prints "View run" lines to stdout and removes MLFLOW_RUN_ID
+            quiet_run_links(),
+            kept_env(RUN_ID_VAR),
         ):
             # runs the block's code started with mlflow.start_run() and left open are
             # above this one on MLflow's stack: they end the way the block ended

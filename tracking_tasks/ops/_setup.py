@@ -6,7 +6,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from tracking_tasks._environment import neutralise_injected_env, point_fluent_api
+from tracking_tasks._environment import point_fluent_api, warn_injected_run
 from tracking_tasks._private_apis import ml_client_credential
 from tracking_tasks.auth._apply import apply_credentials, use_workspace_credential
 from tracking_tasks.auth._scope import Origin, authorization_for
@@ -114,9 +114,10 @@ def setup_mlflow(
     (``ml_client.workspaces.get(name).mlflow_tracking_uri``; needs
     ``pip install 'tracking-tasks[azure]'``). The experiment is created if missing and
     restored if deleted. It also points this process's fluent ``mlflow.*`` API at the
-    same URI and experiment, and removes injected ``MLFLOW_RUN_ID`` /
-    ``MLFLOW_EXPERIMENT_*`` / ``MLFLOW_TRACKING_URI`` values that contradict it (logged by
-    name, never by value): see ``tracking_tasks._environment``.
+    same URI and experiment (MLflow's in-process globals). The environment is never
+    changed: a later call resolves from the same variables, whatever this one resolved
+    to. An injected ``MLFLOW_RUN_ID``, which steers only your own ``mlflow.start_run()``,
+    is left alone and named once in a warning: see ``tracking_tasks._environment``.
 
     A ``credentials`` block's secret is scoped to its tracking server: this process's
     MLflow requests to that origin (scheme, host, port, path prefix) carry it, requests
@@ -209,7 +210,7 @@ def setup_mlflow(
         default_tags=location.tags,
         credentials=reference,
     )
-    neutralise_injected_env(context)
+    warn_injected_run(context)
     point_fluent_api(context)
     log.info(
         "MLflow experiment %r (id %s) on %s",
