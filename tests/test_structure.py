@@ -90,7 +90,7 @@ PUBLIC_API: dict[str, tuple[str, ...]] = {
         "trial_run_name",
     ),
     "tracking_tasks.tasks": (
-        "DEFAULT_CACHE_EXPIRATION", "FlowStateHooks", "LookupCachePolicy", "SetupCachePolicy",
+        "FlowStateHooks", "LookupCachePolicy", "SetupCachePolicy", "allow_stale",
         "create_mlflow_run", "download_artifacts", "end_mlflow_run", "find_best_run",
         "find_mlflow_runs", "find_run_by_config_hash", "find_runs_for_flow_run",
         "latest_model_version", "log_best_checkpoint", "log_metrics", "log_params",

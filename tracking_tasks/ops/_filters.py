@@ -77,6 +77,27 @@ def tag_exists(key: str) -> str:
     return f"tags.`{key}` IS NOT NULL"
 
 
+def run_id_in(run_ids: Sequence[str]) -> str:
+    """A clause matching the runs whose id is one of ``run_ids`` (at least one).
+
+    Args:
+        run_ids: MLflow run ids.
+
+    Returns:
+        E.g. ``attributes.run_id IN ('a1', 'b2')``.
+
+    Raises:
+        InvalidSearchError: no id, or an id holding both quote characters.
+
+    Example:
+        >>> run_id_in(["a1", "b2"])
+        "attributes.run_id IN ('a1', 'b2')"
+    """
+    if not run_ids:
+        raise InvalidSearchError("run_id_in needs at least one run id")
+    return f"attributes.run_id IN ({', '.join(quote_value(str(r)) for r in run_ids)})"
+
+
 def status_equals(status: str) -> str:
     """A clause matching runs in one status (checked: see :func:`check_status`).
 

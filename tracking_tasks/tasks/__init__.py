@@ -14,7 +14,7 @@ from tracking_tasks.tasks._artifacts import (
 )
 from tracking_tasks.tasks._cache import LookupCachePolicy, SetupCachePolicy
 from tracking_tasks.tasks._finders import (
-    DEFAULT_CACHE_EXPIRATION,
+    allow_stale,
     find_best_run,
     find_mlflow_runs,
     find_run_by_config_hash,
@@ -33,10 +33,10 @@ from tracking_tasks.tasks._runs import (
 from tracking_tasks.tasks._setup import setup_mlflow
 
 __all__ = [
-    "DEFAULT_CACHE_EXPIRATION",
     "FlowStateHooks",
     "LookupCachePolicy",
     "SetupCachePolicy",
+    "allow_stale",
     "create_mlflow_run",
     "download_artifacts",
     "end_mlflow_run",

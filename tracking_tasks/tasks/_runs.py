@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tracking_tasks._status import TERMINAL_STATUSES
@@ -20,6 +19,7 @@ from tracking_tasks.tags import DEPLOYMENT_NAME_TAG
 from tracking_tasks.tasks._run_memory import RUN_MEMORY, Write
 from tracking_tasks.tasks._runtime import current_run_info, deployment_name
 from tracking_tasks.tasks._setup import resolve_context
+from tracking_tasks.tasks._task import end_at_exit, tracking_task
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ def open_mlflow_run(
             opened.ref.run_id,
             opened.ref.run_name,
         )
+    if info.flow_run_id is None:
+        end_at_exit(opened.ref)  # no flow hook will end it: interpreter exit does
     if link and info.flow_run_id is not None and opened.ref.url is not None:
         RUN_MEMORY.writer.submit(_link_writer(opened.ref, info.flow_run_id, info.task_run_id))
     return RunHandle.model_validate(opened.ref.model_dump())
@@ -173,9 +175,11 @@ def release_run(run: RunRef) -> None:
 
 
 # Idempotency is a lookup keyed on the flow run, not a task cache.
-create_mlflow_run = task(name="create_mlflow_run", cache_policy=NO_CACHE)(open_mlflow_run)
+create_mlflow_run = tracking_task(name="create_mlflow_run", cache_policy=NO_CACHE)(open_mlflow_run)
 # Writes to MLflow: each must run every time, so none is cached.
-log_params = task(name="log_params", cache_policy=NO_CACHE)(batching.log_params)
-log_metrics = task(name="log_metrics", cache_policy=NO_CACHE)(batching.log_metrics)
-set_tags = task(name="set_tags", cache_policy=NO_CACHE)(batching.set_tags)
-end_mlflow_run = task(name="end_mlflow_run", cache_policy=NO_CACHE)(lifecycle.end_mlflow_run)
+log_params = tracking_task(name="log_params", cache_policy=NO_CACHE)(batching.log_params)
+log_metrics = tracking_task(name="log_metrics", cache_policy=NO_CACHE)(batching.log_metrics)
+set_tags = tracking_task(name="set_tags", cache_policy=NO_CACHE)(batching.set_tags)
+end_mlflow_run = tracking_task(name="end_mlflow_run", cache_policy=NO_CACHE)(
+    lifecycle.end_mlflow_run
+)
