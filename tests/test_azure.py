@@ -271,7 +271,8 @@ def test_studio_urls_for_azureml_uris() -> None:
     assert azure_studio_run_url("azureml://westeurope.api.azureml.ms/mlflow/v1.0", "r") is None
     assert azure_studio_run_url("http://127.0.0.1:5000", "r") is None
     assert (
-        run_url("http://127.0.0.1:5000", "1", "r") == "http://127.0.0.1:5000/#/experiments/1/runs/r"
+        run_url("http://127.0.0.1:5000", "1", "r")
+        == "http://127.0.0.1:5000/#/experiments/1/runs/r?workflowType=machine_learning"
     )
 
 

@@ -236,7 +236,7 @@ def test_summary_fields(data: Data) -> None:
         params={"i": "6"},
         metrics={"f1": 0.06, "loss": 7.0},
         tags=run.tags,
-        url=f"{data.url}/#/experiments/{data.experiment_id}/runs/{data.trial_ids[6]}",
+        url=f"{data.url}/#/experiments/{data.experiment_id}/runs/{data.trial_ids[6]}?workflowType=machine_learning",
     )
     assert run.tags["stage"] == "hpo" and run.tags["mlflow.runName"] == "trial-006"
     with pytest.raises(pydantic.ValidationError):

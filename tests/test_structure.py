@@ -105,7 +105,7 @@ PUBLIC_API: dict[str, tuple[str, ...]] = {
         "track_training",
     ),
     "tracking_tasks.urls": (
-        "UI_BASE_URL_ENV", "azure_studio_experiment_url", "azure_studio_run_url",
+        "ML_VIEW_QUERY", "UI_BASE_URL_ENV", "azure_studio_experiment_url", "azure_studio_run_url",
         "azureml_workspace_id", "azureml_workspace_parts", "experiment_url", "is_http_uri",
         "redact_uri", "run_url", "same_server",
     ),

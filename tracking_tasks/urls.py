@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 from tracking_tasks.errors import CredentialInURIError, TrackingConfigError
 
 __all__ = [
+    "ML_VIEW_QUERY",
     "UI_BASE_URL_ENV",
     "azure_studio_experiment_url",
     "azure_studio_run_url",
@@ -31,6 +32,12 @@ _SECRET_QUERY_KEYS = frozenset(
     {"password", "passwd", "pwd", "token", "access_token", "secret", "sig", "api_key", "apikey"}
 )
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: ``host:port[/path]`` with no scheme (``127.0.0.1:5000``, ``mlflow:5000``,
+#: ``[::1]:5000``): a server's address written without ``http://``.
+_HOST_PORT = re.compile(
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"  # a host
+    r":(?P<port>\d{1,5})(/\S*)?$"  # a port, and maybe a path
+)
 
 
 def base_scheme(uri: str) -> str:
@@ -113,6 +120,13 @@ def check_uri(uri: str, field: str) -> str:
             f"{field} {redact_uri(uri)!r} carries a secret in its query ({', '.join(secret_keys)}). "
             "Pass credentials through MLflow's environment variables instead."
         )
+    if "://" not in uri and (address := _HOST_PORT.match(uri)):
+        scheme = "https" if address["port"] == "443" else "http"
+        raise TrackingConfigError(
+            f"{field} {uri!r} has no scheme: did you mean '{scheme}://{uri}'? A tracking server "
+            f"is named by an http:// or https:// URI, a local store by e.g. "
+            f"{DEFAULT_TRACKING_URI!r}."
+        )
     scheme = base_scheme(uri)
     is_bare_path = scheme == "" or (len(scheme) == 1 and os.name == "nt")
     if scheme == "file" or is_bare_path:
@@ -172,6 +186,10 @@ def same_server(first: str, second: str) -> bool:
 
 #: Environment variable naming the MLflow UI's address when it differs from the tracking URI.
 UI_BASE_URL_ENV = "TRACKING_TASKS_UI_BASE_URL"
+#: Opens MLflow 3's "Model training" view (runs table, nested runs, models) instead of the
+#: GenAI view (traces, "Evaluation runs") a fresh browser gets by default; the run page
+#: reads it too (its breadcrumb and side bar).
+ML_VIEW_QUERY = "?workflowType=machine_learning"
 AZURE_ML_STUDIO = "https://ml.azure.com"
 _AZUREML_WORKSPACE = re.compile(
     r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
@@ -318,20 +336,21 @@ def experiment_url(
         ui_base_url: The MLflow UI's address, e.g. ``https://mlflow.example.com/mlflow``.
 
     Returns:
-        ``<ui>/#/experiments/<id>``, ``https://ml.azure.com/experiments/id/<id>?wsid=...``
-        for Azure ML, or None.
+        ``<ui>/#/experiments/<id>?workflowType=machine_learning`` (MLflow's "Model
+        training" view), ``https://ml.azure.com/experiments/id/<id>?wsid=...`` for Azure
+        ML, or None.
 
     Example:
         >>> experiment_url("http://127.0.0.1:5000", "3")
-        'http://127.0.0.1:5000/#/experiments/3'
+        'http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning'
         >>> experiment_url("http://mlflow:5000", "3", ui_base_url="https://ml.example.com/mlflow/")
-        'https://ml.example.com/mlflow/#/experiments/3'
+        'https://ml.example.com/mlflow/#/experiments/3?workflowType=machine_learning'
     """
     studio = azure_studio_experiment_url(tracking_uri, experiment_id)
     if studio is not None:
         return studio
     base = _ui_base(tracking_uri, ui_base_url)
-    return None if base is None else f"{base}/#/experiments/{experiment_id}"
+    return None if base is None else f"{base}/#/experiments/{experiment_id}{ML_VIEW_QUERY}"
 
 
 def run_url(
@@ -350,12 +369,12 @@ def run_url(
         ui_base_url: The MLflow UI's address when it differs from the tracking URI.
 
     Returns:
-        ``<ui>/#/experiments/<exp>/runs/<run>``,
+        ``<ui>/#/experiments/<exp>/runs/<run>?workflowType=machine_learning``,
         ``https://ml.azure.com/runs/<run>?wsid=/subscriptions/...`` for Azure ML, or None.
 
     Example:
         >>> run_url("http://127.0.0.1:5000", "3", "abc")
-        'http://127.0.0.1:5000/#/experiments/3/runs/abc'
+        'http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning'
         >>> run_url("azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/s1/"
         ...     "resourceGroups/rg1/providers/Microsoft.MachineLearningServices/workspaces/w1",
         ...     "3", "abc")
@@ -365,4 +384,8 @@ def run_url(
     if studio is not None:
         return studio
     base = _ui_base(tracking_uri, ui_base_url)
-    return None if base is None else f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return (
+        None
+        if base is None
+        else f"{base}/#/experiments/{experiment_id}/runs/{run_id}{ML_VIEW_QUERY}"
+    )

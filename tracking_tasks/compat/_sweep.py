@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from tracking_tasks._status import OPTUNA_TRIAL_STATUSES
 from tracking_tasks.compat._stage import StageTracker, note_ignored
 from tracking_tasks.errors import InvalidArgumentError
 from tracking_tasks.handles import RunRef
@@ -26,6 +27,7 @@ from tracking_tasks.tags import (
 )
 from tracking_tasks.tasks._artifacts import log_best_checkpoint as log_checkpoint_task
 from tracking_tasks.tasks._runs import log_metrics, log_params, set_tags
+from tracking_tasks.trackers._sweep_results import sweep_counts
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,8 @@ class MLflowSweepTracker(StageTracker):
         """Log an Optuna study's outcome on the sweep run, and tag its best trial's run.
 
         On the sweep run (``parent_run_id``, else the enclosing block's): metrics
-        ``n_trials``, ``n_completed_trials`` and ``best.<objective_metric>``, params
+        ``n_trials``, ``n_completed_trials``, ``n_failed_trials``, ``n_pruned_trials`` (as
+        ``track_sweep`` logs them) and ``best.<objective_metric>``, params
         ``best.<param>``, tags ``tracking_tasks.best_trial`` and
         ``tracking_tasks.best_run_id``. The best trial's run is the one ``track_sweep``
         recorded on the trial, else the child run of the sweep run tagged
@@ -195,7 +198,8 @@ class MLflowSweepTracker(StageTracker):
         parent = self._target(parent_run_id, None, "log_final_metrics")
         trials = study.get_trials(deepcopy=False)
         completed = [t for t in trials if t.state.name == "COMPLETE"]
-        metrics = {"n_trials": float(len(trials)), "n_completed_trials": float(len(completed))}
+        # the summary every sweep logs (trackers.sweep's), from the trials' run statuses
+        metrics = sweep_counts(OPTUNA_TRIAL_STATUSES.get(t.state.name, "") for t in trials)
         if not completed:
             log_metrics(parent, metrics)
             return None

@@ -41,6 +41,7 @@ from tracking_tasks.ops._scope import (
     resolve_scope,
     search,
 )
+from tracking_tasks.ops._setup import check_reachable
 from tracking_tasks.tags import CONFIG_HASH_TAG, FLOW_RUN_TAG, STAGE_TAG, parse_flow_run_id
 from tracking_tasks.urls import redact_uri
 
@@ -373,6 +374,9 @@ def get_run_summary(
     """
     uri = resolve_tracking_uri(tracking_uri, credentials=credentials)
     apply_credentials(credentials, uri)
+    check_reachable(
+        uri, f"could not read run {run_id!r} on {redact_uri(uri)}", error=RunSearchError
+    )
     try:
         with mlflow_errors(
             f"could not read run {run_id!r} on {redact_uri(uri)}",

@@ -13,7 +13,7 @@ from tracking_tasks.auth._scope import Origin, authorization_for
 from tracking_tasks.auth._tokens import TokenProvider, TokenSource, as_token_credential
 from tracking_tasks.config._models import AzureMLWorkspace, TrackingConfig
 from tracking_tasks.config._resolve import CredentialsLocation, resolve_tracking_config
-from tracking_tasks.errors import ExperimentSetupError, mlflow_errors
+from tracking_tasks.errors import ExperimentSetupError, TrackingTasksError, mlflow_errors
 from tracking_tasks.handles import TrackingContext
 from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops._experiments import ensure_experiment
@@ -33,8 +33,17 @@ _answered_lock = threading.Lock()
 _answered: set[Origin] = set()
 
 
-def check_reachable(tracking_uri: str, action: str | None = None) -> bool:
+def check_reachable(
+    tracking_uri: str,
+    action: str | None = None,
+    *,
+    error: type[TrackingTasksError] = ExperimentSetupError,
+    again: bool = False,
+) -> bool:
     """Fail fast when an HTTP(S) tracking server cannot be reached at all.
+
+    The one first-contact probe of every entry point: ``setup_mlflow``, the finders (and
+    the command line through them), ``get_run_summary`` and reconcile.
 
     The first time this process sets up a server, one ``HEAD`` request goes to the
     tracking URI, sent once (no retries), with MLflow's own TLS and proxy settings
@@ -48,12 +57,15 @@ def check_reachable(tracking_uri: str, action: str | None = None) -> bool:
     Args:
         tracking_uri: The resolved tracking URI.
         action: What the probe is for, to start the error message with.
+        error: The class raised (``RunSearchError`` for a search).
+        again: Probe even if the server answered before (at interpreter exit, say).
 
     Returns:
         True when a probe was sent, False when none was needed (not HTTP, or answered before).
 
     Raises:
-        ExperimentSetupError: the server cannot be reached; the message names the URI.
+        ExperimentSetupError: the server cannot be reached (or ``error``); the message
+            names the URI.
 
     Example:
         >>> check_reachable("sqlite:///mlflow.db")
@@ -63,7 +75,7 @@ def check_reachable(tracking_uri: str, action: str | None = None) -> bool:
         return False
     origin = Origin.of(tracking_uri)
     with _answered_lock:
-        if origin in _answered:
+        if origin in _answered and not again:
             return False
     import requests
     from mlflow.utils.credentials import get_default_host_creds
@@ -72,7 +84,7 @@ def check_reachable(tracking_uri: str, action: str | None = None) -> bool:
     scoped = authorization_for(tracking_uri)  # the server's own credential, if it has one
     with mlflow_errors(
         action or f"first contact with the tracking server at {redact_uri(tracking_uri)}",
-        default=ExperimentSetupError,
+        default=error,
     ):
         try:
             requests.head(

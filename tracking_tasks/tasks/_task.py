@@ -22,6 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from prefect import Task
@@ -214,6 +215,21 @@ def end_at_exit(ref: RunRef) -> None:
             _exit_registered = True
 
 
+def _still_there(tracking_uri: str) -> bool:
+    """Whether a store can still be asked at exit, without MLflow's minutes of retries."""
+    from tracking_tasks.ops._setup import check_reachable
+
+    if tracking_uri.startswith("sqlite:///"):  # a file gone is nothing to end (a temp dir)
+        path = tracking_uri.removeprefix("sqlite:///")
+        return path == ":memory:" or Path(path).exists()
+    try:
+        check_reachable(tracking_uri, again=True)
+    except Exception as exc:
+        log.warning("runs opened outside a flow run could not be checked at exit: %s", exc)
+        return False
+    return True
+
+
 def end_left_open() -> list[str]:
     """End the runs opened outside a flow run that are still RUNNING (at exit).
 
@@ -243,6 +259,8 @@ def end_left_open() -> list[str]:
         by_location.setdefault(where, []).append(run_id)
     running: list[tuple[str, RunLocation, bool]] = []
     for where, run_ids in by_location.items():
+        if not _still_there(where.tracking_uri):
+            continue
         scope = Scope(where.tracking_uri, (where.experiment_id,), where.credentials)
         for start in range(0, len(run_ids), 100):
             chunk = run_ids[start : start + 100]

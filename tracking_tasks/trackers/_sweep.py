@@ -29,7 +29,7 @@ from tracking_tasks.tags import (
 )
 from tracking_tasks.tasks._hooks import mlflow_state_hooks
 from tracking_tasks.tasks._run_memory import location_of
-from tracking_tasks.tasks._runs import log_metrics, log_params
+from tracking_tasks.tasks._runs import log_params
 from tracking_tasks.tasks._setup import resolve_context
 from tracking_tasks.trackers._core import (
     check_travels,
@@ -113,7 +113,8 @@ def track_sweep(
     as ``best.*``, its checkpoint (if the objective returned one) is uploaded to the
     parent with the artifact retries, and a Prefect markdown artifact tables every trial.
     A failed trial is FAILED in MLflow and does not sink the sweep; if every trial
-    fails, the sweep fails.
+    fails, the sweep fails. Either way the parent gets metrics ``n_trials``,
+    ``n_completed_trials``, ``n_failed_trials`` and ``n_pruned_trials``.
 
     **Optuna.** The objective is ``objective(trial, log)``: an ``optuna.Trial`` (with a
     ``search_space``, its params are drawn before it runs; else call
@@ -207,9 +208,8 @@ def track_sweep(
     sweep_config = {
         "metric": metric,
         "mode": mode,
-        "n_trials": len(trials),
         "trials_hash": config_hash([dict(t) for t in trials], short=True),
-    }
+    }  # n_trials is a metric of every sweep (finish_sweep), not a param
     parent = open_stage_run(stage, context, sweep_config, run_name)
     futures = [
         run_trial.submit(objective, context, parent, i, dict(params), f"{stage}-trial")
@@ -329,12 +329,6 @@ def _optuna_sweep(
                 checkpoint=checkpoint_of(frozen),
             )
         )
-    counts = {
-        "n_trials": float(len(summaries)),
-        "n_completed_trials": float(sum(t.status == "FINISHED" for t in summaries)),
-        "n_pruned_trials": float(sum(t.status == "KILLED" for t in summaries)),
-    }
-    log_metrics(parent, counts)
     return finish_sweep(
         parent, summaries, metric, sweep.mode, checkpoint_artifact_path, logged_params=logged
     )
