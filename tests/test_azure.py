@@ -8,12 +8,10 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 from prefect import flow
@@ -221,34 +219,6 @@ def test_wrong_token_is_a_clear_error_without_the_token(
 def test_unknown_workspace_is_a_clear_error(azure_env: AzureStandin) -> None:
     with pytest.raises(AzureWorkspaceError, match="does not exist"):
         get_azure_tracking_uri(ml_client=_ml_client(azure_env, "no-such-ws"))
-
-
-def test_injected_mlflow_variables_stay_and_the_fluent_api_points_at_the_context(
-    tracking_config: TrackingConfig,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    injected = {
-        "MLFLOW_RUN_ID": uuid.uuid4().hex,
-        "MLFLOW_EXPERIMENT_ID": "987654321",
-        "MLFLOW_EXPERIMENT_NAME": "an-azure-job-experiment",
-        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9/elsewhere",
-    }
-    for name, value in injected.items():
-        monkeypatch.setenv(name, value)
-    caplog.set_level(logging.INFO)
-    ctx = setup_mlflow.fn(tracking_config)
-    assert ctx.experiment_name == tracking_config.experiment_name  # explicit config won
-    assert {name: os.environ.get(name) for name in injected} == injected  # the user's own
-    assert "MLFLOW_RUN_ID is set" in caplog.text  # named, never shown
-    for value in injected.values():
-        assert value not in caplog.text
-    # the fluent API points at the context through MLflow's globals, not the environment
-    assert mlflow.get_tracking_uri() == tracking_config.tracking_uri
-    monkeypatch.delenv("MLFLOW_RUN_ID")  # as the warning says: then fluent runs are new
-    with mlflow.start_run() as run:
-        pass
-    assert run.info.experiment_id == ctx.experiment_id
 
 
 def test_agreeing_mlflow_variables_stay(

@@ -78,6 +78,7 @@ def test_an_injected_run_id_is_left_alone_named_once_and_never_used_by_the_libra
         "MLFLOW_RUN_ID": uuid.uuid4().hex,
         "MLFLOW_EXPERIMENT_ID": "987654321",
         "MLFLOW_EXPERIMENT_NAME": "an-azure-job-experiment",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9/elsewhere",
     }
     for name, value in injected.items():
         monkeypatch.setenv(name, value)
@@ -86,7 +87,9 @@ def test_an_injected_run_id_is_left_alone_named_once_and_never_used_by_the_libra
 
     @flow
     def in_a_job() -> tuple[TrackingContext, str]:
-        ctx = setup_mlflow(tracking_config)
+        ctx = setup_mlflow(tracking_config)  # explicit config wins over the variables
+        # the fluent API points at it through MLflow's globals, not the environment
+        assert mlflow.get_tracking_uri() == tracking_config.tracking_uri
         setup_mlflow(tracking_config, experiment_name="second-setup")
         with create_mlflow_run(ctx, run_name="ours") as run:
             mlflow.log_metric("f1", 0.5)  # the block's run, not the injected one
