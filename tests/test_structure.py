@@ -302,9 +302,16 @@ def test_no_module_is_over_the_limit_without_a_listed_reason() -> None:
     assert set(LONG_MODULES) <= still_long, "an exception no longer needed: drop it"
 
 
+#: The one module that calls a task's function itself: a library task called outside a
+#: flow run is its plain function (``tasks/_task.py``'s ``TrackingTask``).
+TASK_CLASS_HOME = PACKAGE / "tasks" / "_task.py"
+
+
 def test_the_library_and_flows_never_call_fn_on_their_tasks() -> None:
     offenders = []
     for path in [*PACKAGE.rglob("*.py"), *(REPO / "flows").glob("*.py")]:
+        if path == TASK_CLASS_HOME:
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr == "fn":
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")

@@ -41,7 +41,8 @@ def retry_on_transient_fault(task: Any, task_run: Any, state: Any) -> bool:
         True to retry.
 
     Example:
-        >>>         >>> @task(retries=3, retry_condition_fn=retry_on_transient_fault)
+        >>> from prefect import task
+        >>> @task(retries=3, retry_condition_fn=retry_on_transient_fault)
         ... def fetch() -> None: ...
     """
     exc = getattr(state, "data", None)
