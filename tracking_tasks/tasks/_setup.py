@@ -52,7 +52,8 @@ def resolve_context(
     A ``TrackingContext`` is used as it is. With nothing given, the last ``setup_mlflow``
     of this flow run (else of this process) is used. Otherwise (a ``TrackingConfig``,
     ``overrides`` such as ``experiment_name=``, or no earlier setup) ``setup_mlflow`` runs:
-    the task inside a flow run (cached per flow run), the plain function outside one.
+    the task inside a flow run (cached per flow run), the plain function outside one; its
+    context is then this process's last setup, as any ``setup_mlflow`` call's is.
 
     Args:
         given: A ``TrackingContext``, a ``TrackingConfig``, or None.
@@ -86,7 +87,7 @@ def resolve_context(
         last = memory.last_context(run_id)
         if last is not None:
             return last
-    if run_id is not None:
-        context: TrackingContext = setup_mlflow(given, **overrides)
-        return context
-    return plain.setup_mlflow(given, **overrides)
+    # the task: cached per flow run inside one, the plain function outside (remembered
+    # as this process's last setup either way)
+    context: TrackingContext = setup_mlflow(given, **overrides)
+    return context
