@@ -82,7 +82,9 @@ def main() -> None:
     else:
         print("  open it in the MLflow UI:")
         print(f"    .venv/bin/mlflow ui --backend-store-uri {run.tracking_uri} --port 5000")
-        print(f"    then http://127.0.0.1:5000/#/experiments/{run.experiment_id}/runs/{run.run_id}")
+        print(
+            f"    then http://127.0.0.1:5000/#/experiments/{run.experiment_id}/runs/{run.run_id}?workflowType=machine_learning"
+        )
 
 
 if __name__ == "__main__":

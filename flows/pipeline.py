@@ -321,7 +321,9 @@ def main() -> None:
     if uri.startswith("sqlite:"):
         print("  open them in the MLflow UI:")
         print(f"    .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000")
-        print(f"    then http://127.0.0.1:5000/#/experiments/{summary['experiment_id']}")
+        print(
+            f"    then http://127.0.0.1:5000/#/experiments/{summary['experiment_id']}?workflowType=machine_learning"
+        )
 
 
 if __name__ == "__main__":

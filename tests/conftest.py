@@ -104,6 +104,14 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         server.stop()
 
 
+def _end_runs_left_open() -> None:
+    """What interpreter exit would do for runs tests opened outside a flow run, done
+    while the servers still answer (at exit they are gone, and so is pytest's stderr)."""
+    from tracking_tasks.tasks._task import end_left_open
+
+    end_left_open()
+
+
 @pytest.fixture(scope="session")
 def sqlite_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """A real `mlflow server` process: SQLite backend, served artifacts, loopback port."""
@@ -111,6 +119,7 @@ def sqlite_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
     try:
         yield server
     finally:
+        _end_runs_left_open()
         server.stop()
 
 
@@ -147,6 +156,7 @@ def postgres_mlflow_server(
     try:
         yield server
     finally:
+        _end_runs_left_open()
         server.stop()
 
 

@@ -12,9 +12,11 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -502,3 +504,28 @@ def start_fault_proxy(
     return FaultProxy(
         url=f"{scheme}://127.0.0.1:{line[1]}", proc=proc, ca_bundle=tls[0] if tls else None
     )
+
+
+class Resetter:
+    """A real listening socket on loopback that resets every connection it accepts,
+    counting them: a server that is there but cannot be talked to."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.accepted += 1
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # RST: the client's request fails with a reset connection
+
+    def close(self) -> None:
+        self.sock.close()

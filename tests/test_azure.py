@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 from prefect import flow
@@ -222,37 +221,6 @@ def test_unknown_workspace_is_a_clear_error(azure_env: AzureStandin) -> None:
         get_azure_tracking_uri(ml_client=_ml_client(azure_env, "no-such-ws"))
 
 
-def test_injected_mlflow_variables_are_neutralised(
-    tracking_config: TrackingConfig,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    injected = {
-        "MLFLOW_RUN_ID": "0123456789abcdef0123456789abcdef",
-        "MLFLOW_EXPERIMENT_ID": "987654321",
-        "MLFLOW_EXPERIMENT_NAME": "an-azure-job-experiment",
-        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9/elsewhere",
-    }
-    for name, value in injected.items():
-        monkeypatch.setenv(name, value)
-    caplog.set_level(logging.INFO)
-    ctx = setup_mlflow.fn(tracking_config)
-    assert ctx.experiment_name == tracking_config.experiment_name  # explicit config won
-    for name in injected:
-        assert f"Removed {name}" in caplog.text
-    # gone, or pointed at what setup_mlflow resolved (mlflow.set_experiment sets the id)
-    assert "MLFLOW_RUN_ID" not in os.environ and "MLFLOW_EXPERIMENT_NAME" not in os.environ
-    assert os.environ.get("MLFLOW_EXPERIMENT_ID") in (None, ctx.experiment_id)
-    assert os.environ.get("MLFLOW_TRACKING_URI") in (None, tracking_config.tracking_uri)
-    for value in injected.values():
-        assert value not in caplog.text
-    # the fluent API no longer resumes the injected run: a new run in our experiment
-    with mlflow.start_run() as run:
-        pass
-    assert run.info.run_id != injected["MLFLOW_RUN_ID"]
-    assert run.info.experiment_id == ctx.experiment_id
-
-
 def test_agreeing_mlflow_variables_stay(
     tracking_config: TrackingConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -273,7 +241,8 @@ def test_studio_urls_for_azureml_uris() -> None:
     assert azure_studio_run_url("azureml://westeurope.api.azureml.ms/mlflow/v1.0", "r") is None
     assert azure_studio_run_url("http://127.0.0.1:5000", "r") is None
     assert (
-        run_url("http://127.0.0.1:5000", "1", "r") == "http://127.0.0.1:5000/#/experiments/1/runs/r"
+        run_url("http://127.0.0.1:5000", "1", "r")
+        == "http://127.0.0.1:5000/#/experiments/1/runs/r?workflowType=machine_learning"
     )
 
 

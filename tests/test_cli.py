@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from tests.servers import MlflowServer, free_port
+from tests.servers import MlflowServer, Resetter, free_port
 
 
 @dataclass
@@ -116,3 +116,69 @@ def test_malformed_filter_sends_nothing() -> None:
     out = cli("runs", "find", "--filter", "tags.a = b", "--tracking-uri",
               f"http://127.0.0.1:{free_port()}")  # fmt: skip
     assert out.returncode == 2 and "not quoted" in out.stderr
+
+
+# MLflow's client retries such a failure itself (7 times over about 4 minutes by
+# default); two retries with no backoff keep the old behaviour short to watch fail
+FEW_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs", "find", "-e", "x"],
+        ["runs", "best", "f1", "-e", "x"],
+        ["runs", "show", "0" * 32],
+        ["runs", "reconcile", "--dry-run"],
+    ],
+    ids=["find", "best", "show", "reconcile"],
+)
+def test_a_server_that_cannot_be_talked_to_fails_at_one_probe_without_retries(
+    command: list[str],
+) -> None:
+    server = Resetter()
+    try:
+        out = cli(*command, "--tracking-uri", server.url, env=FEW_RETRIES)
+    finally:
+        server.close()
+    assert out.returncode == 3, out.stderr
+    assert server.accepted == 1, out.stderr  # one probe, no retry
+    assert "could not reach the tracking server" in out.stderr and server.url in out.stderr
+    assert "--tracking-uri (else $MLFLOW_TRACKING_URI)" in out.stderr  # the CLI's terms
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_an_unknown_host_fails_at_once_naming_the_flag() -> None:
+    out = cli("runs", "find", "-e", "x", "--tracking-uri", "http://tt-no-such-host.invalid:5000")
+    assert out.returncode == 3, out.stderr
+    assert "does not resolve" in out.stderr and "the host in --tracking-uri" in out.stderr
+
+
+def test_hints_speak_the_command_lines_terms(runs: Runs) -> None:
+    missing = cli("runs", "find", "-e", "no-such-exp", "--tracking-uri", runs.url)
+    assert missing.returncode == 2
+    assert "check -e/--experiment" in missing.stderr and "--tracking-uri" in missing.stderr
+    schemeless = runs.url.removeprefix("http://")
+    bare = cli("runs", "find", "-e", runs.experiment, "--tracking-uri", schemeless)
+    assert bare.returncode == 2
+    assert f"--tracking-uri {schemeless!r} has no scheme" in bare.stderr
+    assert f"did you mean 'http://{schemeless}'?" in bare.stderr
+
+
+def test_runs_best_says_did_you_mean_from_the_runs_metrics(runs: Runs) -> None:
+    typo = cli("runs", "best", "f_1", "-e", runs.experiment, "--tracking-uri", runs.url)
+    assert typo.returncode == 1
+    assert "no FINISHED run has metric 'f_1'; did you mean 'f1'?" in typo.stderr
+    unknown = cli("runs", "best", "bleu", "-e", runs.experiment, "--tracking-uri", runs.url)
+    assert unknown.returncode == 1 and "(the runs' metrics: f1)" in unknown.stderr
+
+
+def test_a_filter_the_server_refuses_fails_before_any_request() -> None:
+    server = Resetter()
+    try:
+        out = cli("runs", "find", "--filter", "tags.stage == 'sweep'", "--tracking-uri", server.url)
+    finally:
+        server.close()
+    assert out.returncode == 2, out.stderr
+    assert "writes equality as a single '='" in out.stderr
+    assert server.accepted == 0  # nothing was sent

@@ -14,12 +14,19 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.helpers import experiment_runs
-from tests.servers import MlflowServer, free_port, make_self_signed_cert, start_fault_proxy
-from tracking_tasks import TrackingConfig, create_mlflow_run, setup_mlflow
+from tests.servers import (
+    MlflowServer,
+    Resetter,
+    free_port,
+    make_self_signed_cert,
+    start_fault_proxy,
+)
+from tracking_tasks import TrackingConfig, create_mlflow_run, find_best_run, setup_mlflow
 from tracking_tasks.errors import (
     ExperimentSetupError,
     InvalidArgumentError,
     InvalidParentRunError,
+    RunSearchError,
     TrackingTasksError,
 )
 from tracking_tasks.handles import RunRef
@@ -114,3 +121,19 @@ def test_a_parent_in_another_experiment_or_server_is_refused(
         MlflowClient(nested.tracking_uri).set_terminated(nested.run_id)
     finally:
         MlflowClient(parent.tracking_uri).set_terminated(parent.run_id)
+
+
+def test_a_finder_fails_at_one_probe_on_a_server_that_cannot_be_talked_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # few retries keep the old behaviour (7 retries, minutes) short to watch fail
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    server = Resetter()
+    try:
+        with pytest.raises(RunSearchError, match="could not reach the tracking server") as info:
+            find_best_run("f1", "x", tracking_uri=server.url)  # outside a flow: the plain call
+    finally:
+        server.close()
+    assert server.accepted == 1  # one probe, no retry
+    assert server.url in str(info.value)

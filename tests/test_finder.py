@@ -30,9 +30,14 @@ from tracking_tasks import (
     mlflow_state_hooks,
     setup_mlflow,
 )
-from tracking_tasks.errors import ExperimentNotFoundError, InvalidSearchError, RunNotFoundError
+from tracking_tasks.errors import (
+    ExperimentNotFoundError,
+    InvalidArgumentError,
+    InvalidSearchError,
+    RunNotFoundError,
+)
+from tracking_tasks.tasks import allow_stale
 from tracking_tasks.tasks._cache import LookupCachePolicy
-from tracking_tasks.tasks._finders import DEFAULT_CACHE_EXPIRATION
 
 # every test here that uses the server runs on SQLite and on PostgreSQL (conftest.py)
 pytestmark = pytest.mark.backends
@@ -231,7 +236,7 @@ def test_summary_fields(data: Data) -> None:
         params={"i": "6"},
         metrics={"f1": 0.06, "loss": 7.0},
         tags=run.tags,
-        url=f"{data.url}/#/experiments/{data.experiment_id}/runs/{data.trial_ids[6]}",
+        url=f"{data.url}/#/experiments/{data.experiment_id}/runs/{data.trial_ids[6]}?workflowType=machine_learning",
     )
     assert run.tags["stage"] == "hpo" and run.tags["mlflow.runName"] == "trial-006"
     with pytest.raises(pydantic.ValidationError):
@@ -436,52 +441,51 @@ def fresh(mlflow_server: MlflowServer) -> Iterator[tuple[MlflowClient, str]]:
     yield client, name
 
 
-@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
-def test_second_lookup_is_cached_across_flow_runs(
-    mlflow_server: MlflowServer, fresh: tuple[MlflowClient, str]
-) -> None:
-    client, name = fresh
-
-    @flow
-    def lookup() -> list[tuple[str, Any]]:
-        first = find_mlflow_runs(name, tracking_uri=mlflow_server.url, return_state=True)
-        second = find_mlflow_runs(name, tracking_uri=mlflow_server.url, return_state=True)
-        best = find_best_run("f1", name, tracking_uri=mlflow_server.url, return_state=True)
-        return [_seen(first), _seen(second), _seen(best)]
-
-    first, second, best = lookup()
-    assert first[0] == "Completed" and second[0] == "Cached"
-    assert first[1] == second[1] and len(first[1]) == 2
-    # another finder task over the same experiment has its own entry
-    assert best[0] == "Completed" and best[1].run_name == "r1"
-    exp_id = client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]
-    _run(client, exp_id, "late", T0 + 10)
-
-    @flow
-    def again() -> tuple[str, Any]:
-        return _seen(find_mlflow_runs(name, tracking_uri=mlflow_server.url, return_state=True))
-
-    state_name, runs = again()
-    assert state_name == "Cached" and len(runs) == 2  # the new run shows after a refresh
-
-
-@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
-def test_refresh_and_expiration(
+def test_a_lookup_is_never_older_than_the_call(
     mlflow_server: MlflowServer, fresh: tuple[MlflowClient, str]
 ) -> None:
     client, name = fresh
     exp_id = client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]
-    assert find_mlflow_runs.cache_expiration == DEFAULT_CACHE_EXPIRATION
+
+    @flow
+    def promote() -> tuple[str, str]:
+        before = find_best_run("f1", name, tracking_uri=mlflow_server.url)
+        _run(client, exp_id, "better", T0 + 10, metrics={"f1": 0.9})  # a sweep just ended
+        after = find_best_run("f1", name, tracking_uri=mlflow_server.url)
+        assert before is not None and after is not None
+        return before.run_name, after.run_name
+
+    assert promote() == ("r1", "better")  # in one flow run
+    _run(client, exp_id, "best", T0 + 20, metrics={"f1": 0.95})
+
+    @flow
+    def next_flow_run() -> tuple[str, str, int]:
+        state = find_best_run("f1", name, tracking_uri=mlflow_server.url, return_state=True)
+        runs = find_mlflow_runs(name, tracking_uri=mlflow_server.url)
+        return state.name, state.result().run_name, len(runs)
+
+    assert next_flow_run() == ("Completed", "best", 4)  # and in the next one
+
+
+@pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
+def test_allow_stale_opts_in_to_a_cache_with_its_max_age(
+    mlflow_server: MlflowServer, fresh: tuple[MlflowClient, str]
+) -> None:
+    client, name = fresh
+    exp_id = client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]
+    stale_ok = allow_stale(find_mlflow_runs, dt.timedelta(minutes=5))
+    assert stale_ok.cache_expiration == dt.timedelta(minutes=5)
+    assert find_mlflow_runs.cache_expiration is None  # the finder itself: no cache
 
     @flow
     def lookups() -> list[tuple[str, Any]]:
-        states = [find_mlflow_runs(name, tracking_uri=mlflow_server.url, return_state=True)]
+        states = [stale_ok(name, tracking_uri=mlflow_server.url, return_state=True)]
         _run(client, exp_id, "late", T0 + 10)
-        states.append(find_mlflow_runs(name, tracking_uri=mlflow_server.url, return_state=True))
-        refreshing = find_mlflow_runs.with_options(refresh_cache=True)
+        states.append(stale_ok(name, tracking_uri=mlflow_server.url, return_state=True))
+        refreshing = stale_ok.with_options(refresh_cache=True)
         states.append(refreshing(name, tracking_uri=mlflow_server.url, return_state=True))
-        states.append(find_mlflow_runs(name, tracking_uri=mlflow_server.url, return_state=True))
-        short = find_mlflow_runs.with_options(cache_expiration=dt.timedelta(microseconds=1))
+        states.append(stale_ok(name, tracking_uri=mlflow_server.url, return_state=True))
+        short = allow_stale(find_mlflow_runs, dt.timedelta(microseconds=1))
         for _ in range(2):  # expired at once: the second call runs again
             states.append(
                 short(name, "metrics.f1 >= 0", tracking_uri=mlflow_server.url, return_state=True)
@@ -493,6 +497,10 @@ def test_refresh_and_expiration(
     counts = [len(runs) for _, runs in states]
     assert names == ["Completed", "Cached", "Completed", "Cached", "Completed", "Completed"]
     assert counts == [2, 2, 3, 3, 2, 2]  # the refresh overwrote the stale entry
+    with pytest.raises(InvalidArgumentError, match="positive timedelta"):
+        allow_stale(find_best_run, dt.timedelta(0))
+    with pytest.raises(InvalidArgumentError, match="finder tasks"):
+        allow_stale(setup_mlflow, dt.timedelta(minutes=1))  # type: ignore[arg-type]
 
 
 @pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
@@ -508,11 +516,12 @@ def test_cache_never_crosses_experiments_or_servers(
 
     @flow
     def lookups() -> list[tuple[str, Any]]:
+        cached = allow_stale(find_mlflow_runs, dt.timedelta(minutes=5))
         states = [
-            find_mlflow_runs(name, tracking_uri=mlflow_server.url, return_state=True),
-            find_mlflow_runs(other, tracking_uri=mlflow_server.url, return_state=True),
-            find_mlflow_runs(name, tracking_uri=local, return_state=True),
-            find_mlflow_runs(name, tracking_uri=local, return_state=True),
+            cached(name, tracking_uri=mlflow_server.url, return_state=True),
+            cached(other, tracking_uri=mlflow_server.url, return_state=True),
+            cached(name, tracking_uri=local, return_state=True),
+            cached(name, tracking_uri=local, return_state=True),
         ]
         return [_seen(s) for s in states]
 
@@ -559,10 +568,12 @@ def test_equal_inputs_of_two_tasks_never_share_an_entry(data: Data) -> None:
 
 @pytest.mark.backends("sqlite")  # Prefect caching: the database is not its subject
 def test_a_refused_lookup_is_not_cached(data: Data) -> None:
+    cached = allow_stale(find_mlflow_runs, dt.timedelta(minutes=5))
+
     @flow
     def lookup() -> list[tuple[str, Any]]:
         return [
-            _seen(find_mlflow_runs("no-such-experiment", tracking_uri=data.url, return_state=True))
+            _seen(cached("no-such-experiment", tracking_uri=data.url, return_state=True))
             for _ in range(2)
         ]
 

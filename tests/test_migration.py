@@ -32,9 +32,14 @@ def test_the_seed_readme_as_written_gets_the_file_store_error(fluent_reset: None
 
 
 def test_the_seed_readme_on_a_server_outside_a_flow(
-    tracking_config: TrackingConfig, capsys: pytest.CaptureFixture[str]
+    tracking_config: TrackingConfig,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     experiment = str(tracking_config.experiment_name)
+    # the server in the environment, as a seed user has it: setup_mlflow no longer writes
+    # its tracking_uri there for the finders below to inherit
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tracking_config.tracking_uri))
     setup_mlflow(experiment_name=experiment, tracking_uri=tracking_config.tracking_uri)
 
     # the seed's README, with only the import path changed (and this server's URI)

@@ -60,7 +60,7 @@ def test_link_artifact_points_at_the_run_page(tracking_config: TrackingConfig) -
     links = [a.data for a in flow_run_artifacts(state.state_details.flow_run_id)]
     assert links == [f"[MLflow run linked]({ref.url})"]
     assert ref.url == (
-        f"{tracking_config.tracking_uri}/#/experiments/{ref.experiment_id}/runs/{ref.run_id}"
+        f"{tracking_config.tracking_uri}/#/experiments/{ref.experiment_id}/runs/{ref.run_id}?workflowType=machine_learning"
     )
 
 

@@ -95,7 +95,7 @@ PUBLIC_API: dict[str, tuple[str, ...]] = {
         "promotion_tag", "stage_run_name", "trial_run_name",
     ),
     "tracking_tasks.tasks": (
-        "DEFAULT_CACHE_EXPIRATION", "FlowStateHooks", "LookupCachePolicy", "SetupCachePolicy",
+        "FlowStateHooks", "LookupCachePolicy", "SetupCachePolicy", "allow_stale",
         "create_mlflow_run", "download_artifacts", "end_mlflow_run", "find_best_model",
         "find_best_run", "find_logged_models", "find_mlflow_runs", "find_run_by_config_hash",
         "find_runs_for_flow_run", "get_model_version", "latest_model_version",
@@ -112,9 +112,9 @@ PUBLIC_API: dict[str, tuple[str, ...]] = {
         "track_training",
     ),
     "tracking_tasks.urls": (
-        "UI_BASE_URL_ENV", "azure_studio_experiment_url", "azure_studio_run_url",
-        "azureml_workspace_id", "azureml_workspace_parts", "experiment_url", "is_http_uri",
-        "model_url", "redact_uri", "run_url", "same_server",
+        "ML_VIEW_QUERY", "UI_BASE_URL_ENV", "azure_studio_experiment_url",
+        "azure_studio_run_url", "azureml_workspace_id", "azureml_workspace_parts",
+        "experiment_url", "is_http_uri", "model_url", "redact_uri", "run_url", "same_server",
     ),
 }  # fmt: skip
 
@@ -311,9 +311,16 @@ def test_no_module_is_over_the_limit_without_a_listed_reason() -> None:
     assert set(LONG_MODULES) <= still_long, "an exception no longer needed: drop it"
 
 
+#: The one module that calls a task's function itself: a library task called outside a
+#: flow run is its plain function (``tasks/_task.py``'s ``TrackingTask``).
+TASK_CLASS_HOME = PACKAGE / "tasks" / "_task.py"
+
+
 def test_the_library_and_flows_never_call_fn_on_their_tasks() -> None:
     offenders = []
     for path in [*PACKAGE.rglob("*.py"), *(REPO / "flows").glob("*.py")]:
+        if path == TASK_CLASS_HOME:
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr == "fn":
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")

@@ -143,8 +143,13 @@ def test_sweep_tracker_in_a_flow_with_an_optuna_study(
     client = MlflowClient(tracking_config.tracking_uri)
     listed = [a.path for a in client.list_artifacts(parent.info.run_id, "best_checkpoint/config")]
     assert "best_checkpoint/config/train.yaml" in listed
-    # the seed's own filter finds what the sweep tracker wrote
-    found = find_mlflow_runs(experiment_name=experiment, filter_string="tags.stage='hpo'")
+    # the seed's own filter finds what the sweep tracker wrote (on the server it names:
+    # an earlier setup_mlflow never becomes the default of a later call)
+    found = find_mlflow_runs(
+        experiment_name=experiment,
+        filter_string="tags.stage='hpo'",
+        tracking_uri=tracking_config.tracking_uri,
+    )
     assert [r.info.run_id for r in found] == [parent.info.run_id]
 
 

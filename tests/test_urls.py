@@ -16,10 +16,10 @@ WSID = "/subscriptions/0000-sub/resourcegroups/my-rg/workspaces/my-ws"
 
 def test_http_server_links_to_itself() -> None:
     assert run_url("http://127.0.0.1:5000/", "3", "abc") == (
-        "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+        "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
     )
     assert experiment_url("https://mlflow.internal/base", "3") == (
-        "https://mlflow.internal/base/#/experiments/3"
+        "https://mlflow.internal/base/#/experiments/3?workflowType=machine_learning"
     )
 
 
@@ -35,17 +35,20 @@ def test_local_stores_give_none() -> None:
 def test_proxy_base_from_argument_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     proxied = "https://mlflow.example.com/tracking/"
     assert run_url("http://mlflow:5000", "3", "abc", ui_base_url=proxied) == (
-        "https://mlflow.example.com/tracking/#/experiments/3/runs/abc"
+        "https://mlflow.example.com/tracking/#/experiments/3/runs/abc?workflowType=machine_learning"
     )
     monkeypatch.setenv(UI_BASE_URL_ENV, "https://ui.example.com")
-    assert experiment_url("http://mlflow:5000", "3") == "https://ui.example.com/#/experiments/3"
+    assert (
+        experiment_url("http://mlflow:5000", "3")
+        == "https://ui.example.com/#/experiments/3?workflowType=machine_learning"
+    )
     # a store with no UI of its own gets the configured one
     assert run_url("postgresql://db/mlflow", "3", "abc") == (
-        "https://ui.example.com/#/experiments/3/runs/abc"
+        "https://ui.example.com/#/experiments/3/runs/abc?workflowType=machine_learning"
     )
     # the explicit argument wins over the environment
     assert experiment_url("http://mlflow:5000", "3", ui_base_url="http://other:80") == (
-        "http://other:80/#/experiments/3"
+        "http://other:80/#/experiments/3?workflowType=machine_learning"
     )
 
 
@@ -59,7 +62,9 @@ def test_azure_ml_studio_links() -> None:
 
 def test_credentials_never_reach_a_link(monkeypatch: pytest.MonkeyPatch) -> None:
     url = run_url("https://user:hunter2@mlflow.example.com?token=s3cret", "1", "abc")
-    assert url == "https://mlflow.example.com/#/experiments/1/runs/abc"
+    assert (
+        url == "https://mlflow.example.com/#/experiments/1/runs/abc?workflowType=machine_learning"
+    )
     monkeypatch.setenv(UI_BASE_URL_ENV, "https://me:hunter2@ui.example.com/x?sig=s3cret")
     url = run_url("http://mlflow:5000", "1", "abc")
-    assert url == "https://ui.example.com/x/#/experiments/1/runs/abc"
+    assert url == "https://ui.example.com/x/#/experiments/1/runs/abc?workflowType=machine_learning"

@@ -194,7 +194,7 @@ def test_two_flows_in_one_process_each_write_and_find_only_their_own_workspace(
         assert got["best"] == got["by_hash"] == got["latest"] == got["run_id"]
         assert got["flow_runs"] == ["fluent", "left-open", "train"]
         assert got["summary"] == workspace and got["version"] == "1"
-        assert got["url"].endswith(f"?workspace={workspace}")
+        assert got["url"].endswith(f"&workspace={workspace}")
         with workspace_scope(workspace):
             client = MlflowClient(url)
             stored = client.list_artifacts(got["run_id"], "model")

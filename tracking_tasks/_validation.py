@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import posixpath
@@ -10,6 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tracking_tasks.errors import InvalidArgumentError, InvalidLogDataError, TrackingConfigError
+
+log = logging.getLogger(__name__)
 
 # MLflow's own limits (mlflow/utils/validation.py), restated so a batch is checked whole
 # before its first request: MLflow itself would refuse it part way through.
@@ -209,3 +212,39 @@ def check_workspace_name(name: Any, source: str = "workspace") -> str:
             f"{', '.join(sorted(RESERVED_WORKSPACE_NAMES - {name}))}): choose another name"
         )
     return name
+
+
+#: What MLflow's SQL store keeps for +inf and -inf (it cannot store infinities).
+MLFLOW_INFINITY = 1.7976931348623157e308
+
+
+def note_infinite(key: str, value: float, warned: set[str]) -> bool:
+    """Say (once per key and ``warned`` set) that MLflow stores an infinite metric changed.
+
+    MLflow accepts ``inf`` and ``-inf`` and its store keeps them as the largest float,
+    ``±1.797e+308``, which is what the UI, a search and ``get_run`` show afterwards. The
+    value is logged as MLflow logs it, and the change is said, never made silently.
+
+    Args:
+        key: The metric's name.
+        value: Its value.
+        warned: The keys already warned about (a logger's, or one call's).
+
+    Returns:
+        True when the warning was logged now.
+
+    Example:
+        >>> note_infinite("loss", float("inf"), set()), note_infinite("loss", 0.5, set())
+        (True, False)
+    """
+    if not math.isinf(value) or key in warned:
+        return False
+    warned.add(key)
+    log.warning(
+        "metric %r is %s: MLflow's store keeps it as %s (the largest float), which is what "
+        "the UI and searches show; log NaN or a finite cap to keep it apart",
+        key,
+        value,
+        f"{math.copysign(MLFLOW_INFINITY, value):.4g}",
+    )
+    return True

@@ -354,6 +354,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         if found is None:
             message = f"no {status or ''} run has metric {args.metric!r}".replace("  ", " ")
+            message += _metric_hint(args)
             if args.format == "json":
                 print("null")
             print(_printable(message), file=sys.stderr)
@@ -365,8 +366,73 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _metric_hint(args: argparse.Namespace) -> str:
+    """What ``runs best`` says when no run has the metric: a close name, or the names."""
+    import difflib
+
+    from tracking_tasks.ops._finders import find_mlflow_runs
+
+    runs = find_mlflow_runs(
+        args.experiments,
+        tracking_uri=args.tracking_uri,
+        include_deleted=args.include_deleted,
+        max_results=_HINT_RUNS,
+    )
+    names = sorted({name for run in runs for name in run.metrics})
+    if args.metric in names:
+        return "; runs in other statuses have it (--any-status, or --status)"
+    close = difflib.get_close_matches(args.metric, names, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    if names:
+        shown = ", ".join(names[:_HINT_NAMES]) + (", ..." if len(names) > _HINT_NAMES else "")
+        return f" (the runs' metrics: {shown})"
+    return ""
+
+
+#: Runs read, and metric names shown, for the hint of ``runs best``.
+_HINT_RUNS = 1000
+_HINT_NAMES = 12
+
+#: The library's hints, said in the command line's terms (Python's argument names and
+#: functions become the flags that set them).
+_CLI_TERMS = (
+    (
+        "check the name (setup_mlflow creates it) and the tracking URI",
+        "check -e/--experiment (a flow's setup_mlflow creates it) and --tracking-uri",
+    ),
+    ("that the tracking URI is right", "that --tracking-uri (else $MLFLOW_TRACKING_URI) is right"),
+    ("the host in the tracking URI", "the host in --tracking-uri (else $MLFLOW_TRACKING_URI)"),
+    ("check the run id and the tracking URI", "check the run id and --tracking-uri"),
+    ("(from the tracking_uri argument)", "(from --tracking-uri)"),
+    ("tracking_uri '", "--tracking-uri '"),
+    ("max_results ", "--max-results "),
+)
+
+
+def in_cli_terms(message: str) -> str:
+    """Say a library error's hint in the command line's terms (flags, not arguments).
+
+    Args:
+        message: The error's message.
+
+    Returns:
+        The message, its hints naming the command line's flags.
+
+    Example:
+        >>> in_cli_terms("... check the run id and the tracking URI")
+        '... check the run id and --tracking-uri'
+    """
+    for python, cli in _CLI_TERMS:
+        message = message.replace(python, cli)
+    return message
+
+
 def _fail(exc: BaseException) -> None:
-    print("tracking-tasks: error: " + _printable(" ".join(str(exc).split())), file=sys.stderr)
+    print(
+        "tracking-tasks: error: " + _printable(in_cli_terms(" ".join(str(exc).split()))),
+        file=sys.stderr,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

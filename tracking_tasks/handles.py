@@ -47,7 +47,7 @@ class TrackingContext(BaseModel):
         >>> ctx = TrackingContext(tracking_uri="http://127.0.0.1:5000", experiment_id="1",
         ...                       experiment_name="ner", config_hash="0" * 64)
         >>> ctx.experiment_url
-        'http://127.0.0.1:5000/#/experiments/1'
+        'http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning'
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -96,7 +96,7 @@ class RunRef(BaseModel):
         >>> ref = RunRef(run_id="abc", experiment_id="1", run_name="train",
         ...              tracking_uri="http://127.0.0.1:5000")
         >>> ref.url
-        'http://127.0.0.1:5000/#/experiments/1/runs/abc'
+        'http://127.0.0.1:5000/#/experiments/1/runs/abc?workflowType=machine_learning'
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 from tracking_tasks.errors import CredentialInURIError, TrackingConfigError
 
 __all__ = [
+    "ML_VIEW_QUERY",
     "UI_BASE_URL_ENV",
     "azure_studio_experiment_url",
     "azure_studio_run_url",
@@ -58,6 +59,12 @@ _SECRET_QUERY_KEYS = frozenset(
     }
 )
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: ``host:port[/path]`` with no scheme (``127.0.0.1:5000``, ``mlflow:5000``,
+#: ``[::1]:5000``): a server's address written without ``http://``.
+_HOST_PORT = re.compile(
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"  # a host
+    r":(?P<port>\d{1,5})(/\S*)?$"  # a port, and maybe a path
+)
 
 
 def base_scheme(uri: str) -> str:
@@ -142,6 +149,13 @@ def check_uri(uri: str, field: str) -> str:
             f"{field} {redact_uri(uri)!r} carries a secret in its query ({', '.join(secret_keys)}). "
             "Pass credentials through MLflow's environment variables instead."
         )
+    if "://" not in uri and (address := _HOST_PORT.match(uri)):
+        scheme = "https" if address["port"] == "443" else "http"
+        raise TrackingConfigError(
+            f"{field} {uri!r} has no scheme: did you mean '{scheme}://{uri}'? A tracking server "
+            f"is named by an http:// or https:// URI, a local store by e.g. "
+            f"{DEFAULT_TRACKING_URI!r}."
+        )
     scheme = base_scheme(uri)
     is_bare_path = scheme == "" or (len(scheme) == 1 and os.name == "nt")
     if scheme == "file" or is_bare_path:
@@ -201,6 +215,10 @@ def same_server(first: str, second: str) -> bool:
 
 #: Environment variable naming the MLflow UI's address when it differs from the tracking URI.
 UI_BASE_URL_ENV = "TRACKING_TASKS_UI_BASE_URL"
+#: Opens MLflow 3's "Model training" view (runs table, nested runs, models) instead of the
+#: GenAI view (traces, "Evaluation runs") a fresh browser gets by default; the run page
+#: reads it too (its breadcrumb and side bar).
+ML_VIEW_QUERY = "?workflowType=machine_learning"
 AZURE_ML_STUDIO = "https://ml.azure.com"
 _AZUREML_WORKSPACE = re.compile(
     r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
@@ -352,28 +370,30 @@ def experiment_url(
         workspace: The MLflow workspace the experiment is in (the UI opens it there).
 
     Returns:
-        ``<ui>/#/experiments/<id>`` (``?workspace=<name>`` added for a workspace),
+        ``<ui>/#/experiments/<id>?workflowType=machine_learning`` (MLflow's "Model
+        training" view; ``&workspace=<name>`` added for a workspace),
         ``https://ml.azure.com/experiments/id/<id>?wsid=...`` for Azure ML, or None.
 
     Example:
         >>> experiment_url("http://127.0.0.1:5000", "3")
-        'http://127.0.0.1:5000/#/experiments/3'
+        'http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning'
         >>> experiment_url("http://mlflow:5000", "3", ui_base_url="https://ml.example.com/mlflow/")
-        'https://ml.example.com/mlflow/#/experiments/3'
+        'https://ml.example.com/mlflow/#/experiments/3?workflowType=machine_learning'
         >>> experiment_url("http://127.0.0.1:5000", "3", workspace="team-a")
-        'http://127.0.0.1:5000/#/experiments/3?workspace=team-a'
+        'http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning&workspace=team-a'
     """
     studio = azure_studio_experiment_url(tracking_uri, experiment_id)
     if studio is not None:
         return studio
     base = _ui_base(tracking_uri, ui_base_url)
     page = f"/#/experiments/{experiment_id}"
-    return None if base is None else f"{base}{page}{_in_workspace(workspace)}"
+    return None if base is None else f"{base}{page}{_page_query(workspace)}"
 
 
-def _in_workspace(workspace: str | None) -> str:
-    """The query the MLflow UI reads a page's workspace from (names need no quoting)."""
-    return f"?workspace={workspace}" if workspace else ""
+def _page_query(workspace: str | None) -> str:
+    """The query of a UI page: MLflow's "Model training" view, and the workspace the UI
+    reads a page's from (names need no quoting)."""
+    return ML_VIEW_QUERY + (f"&workspace={workspace}" if workspace else "")
 
 
 def run_url(
@@ -395,15 +415,15 @@ def run_url(
         experiment_id: The run's experiment id.
         run_id: The MLflow run id.
         ui_base_url: The MLflow UI's address when it differs from the tracking URI.
-        workspace: The MLflow workspace the run is in (``?workspace=<name>`` is added).
+        workspace: The MLflow workspace the run is in (``&workspace=<name>`` is added).
 
     Returns:
-        ``<ui>/#/experiments/<exp>/runs/<run>``,
+        ``<ui>/#/experiments/<exp>/runs/<run>?workflowType=machine_learning``,
         ``https://ml.azure.com/runs/<run>?wsid=/subscriptions/...`` for Azure ML, or None.
 
     Example:
         >>> run_url("http://127.0.0.1:5000", "3", "abc")
-        'http://127.0.0.1:5000/#/experiments/3/runs/abc'
+        'http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning'
         >>> run_url("azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/s1/"
         ...     "resourceGroups/rg1/providers/Microsoft.MachineLearningServices/workspaces/w1",
         ...     "3", "abc")
@@ -414,7 +434,7 @@ def run_url(
         return studio
     base = _ui_base(tracking_uri, ui_base_url)
     page = f"/#/experiments/{experiment_id}/runs/{run_id}"
-    return None if base is None else f"{base}{page}{_in_workspace(workspace)}"
+    return None if base is None else f"{base}{page}{_page_query(workspace)}"
 
 
 def model_url(
@@ -442,10 +462,10 @@ def model_url(
 
     Example:
         >>> model_url("http://127.0.0.1:5000", "3", "m-abc")
-        'http://127.0.0.1:5000/#/experiments/3/models/m-abc'
+        'http://127.0.0.1:5000/#/experiments/3/models/m-abc?workflowType=machine_learning'
     """
     if azureml_workspace_id(tracking_uri) is not None:
         return None
     base = _ui_base(tracking_uri, ui_base_url)
     page = f"/#/experiments/{experiment_id}/models/{model_id}"
-    return None if base is None else f"{base}{page}{_in_workspace(workspace)}"
+    return None if base is None else f"{base}{page}{_page_query(workspace)}"

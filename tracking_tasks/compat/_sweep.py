@@ -18,7 +18,7 @@ from tracking_tasks.tasks._artifacts import log_best_checkpoint as log_checkpoin
 from tracking_tasks.tasks._runs import log_metrics, set_tags
 from tracking_tasks.trackers._core import config_dict, run_id_of
 from tracking_tasks.trackers._optuna_sweep import study_mode, study_summaries
-from tracking_tasks.trackers._sweep_results import pick_best, record_best, trial_counts
+from tracking_tasks.trackers._sweep_results import pick_best, record_best, sweep_counts
 from tracking_tasks.trackers._trial import TrialSummary, trial_runs
 from tracking_tasks.urls import redact_uri
 
@@ -160,7 +160,8 @@ class MLflowSweepTracker(StageTracker):
         """Log an Optuna study's outcome on the sweep run, and tag its best trial's run.
 
         As ``track_sweep`` records its own (``record_best``): on the sweep run, metrics
-        ``n_trials``, ``n_completed_trials``, ``n_pruned_trials`` (finished trials) and
+        ``n_trials``, ``n_completed_trials``, ``n_failed_trials``, ``n_pruned_trials``
+        (finished trials) and
         ``best.<objective_metric>``, params ``best.<param>``, tags
         ``tracking_tasks.best_trial`` and ``tracking_tasks.best_run_id``. The best trial
         (ties: the earliest) is ranked in the study's direction; its run is the one
@@ -246,7 +247,7 @@ class MLflowSweepTracker(StageTracker):
             if should_resume
             else None
         )
-        log_metrics(parent, trial_counts(summaries))
+        log_metrics(parent, sweep_counts(t.status for t in summaries))
         if best is None:
             return None
         if not best.run_id:

@@ -22,8 +22,6 @@ class MLflowTrainingTracker(StageTracker):
         >>> tracker = MLflowTrainingTracker("ner")
         >>> with tracker.start_training_run("final", backbone="distilbert") as run:
         ...     tracker.log_training_metrics({"macro-f1": 0.9})
-        🏃 View run final at: ...
-        🧪 View experiment at: ...
         >>> run.run_name
         'final'
     """

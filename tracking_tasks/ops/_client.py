@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from tracking_tasks.auth._apply import ensure_credentials
 from tracking_tasks.ops._workspaces import scoped
+from tracking_tasks.urls import base_scheme
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -45,6 +46,10 @@ def get_client(
         True
     """
     ensure_credentials(credentials, tracking_uri)
+    if registry_uri is None and base_scheme(tracking_uri) != "databricks":
+        # MLflow's own default, said outright: left None, MlflowClient would take the
+        # fluent API's registry (or $MLFLOW_REGISTRY_URI) of whatever ran before
+        registry_uri = tracking_uri
     client = _client(tracking_uri, registry_uri)
     return client if workspace is None else scoped(client, workspace)  # type: ignore[no-any-return]
 

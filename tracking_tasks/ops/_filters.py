@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from tracking_tasks._status import MODEL_STATUSES, RUN_STATUSES
 from tracking_tasks.errors import InvalidSearchError, mlflow_errors
@@ -169,7 +170,11 @@ def and_(*clauses: str) -> str:
 
 
 def check_filter(filter_string: str | None) -> str:
-    """Parse ``filter_string`` with MLflow's own search grammar; return it stripped.
+    """Check ``filter_string`` as MLflow's server will, before any request; return it stripped.
+
+    MLflow's own grammar parses it, then each clause's comparator is checked for its kind
+    of key as the server checks it (MLflow's client-side parser alone accepts
+    ``tags.stage == 'sweep'``, which the server refuses).
 
     Args:
         filter_string: An MLflow filter string, or None.
@@ -200,8 +205,37 @@ def check_filter(filter_string: str | None) -> str:
         fix="Write clauses such as \"metrics.f1 > 0.8 AND tags.stage = 'hpo'\" (only AND; "
         "quote string values; backquote keys with dots or spaces: tags.`my.key`)",
     ):
-        SearchUtils.parse_search_filter(text)  # type: ignore[no-untyped-call]
+        clauses = SearchUtils.parse_search_filter(text)  # type: ignore[no-untyped-call]
+        for clause in clauses:
+            _check_comparator(clause, text)
     return text
+
+
+#: The prefix a filter writes for each kind of key MLflow's parser reports.
+_PREFIXES = {"tag": "tags", "metric": "metrics", "parameter": "params", "dataset": "datasets"}
+
+
+def _check_comparator(clause: dict[str, Any], text: str) -> None:
+    """Refuse a comparator the server refuses for this kind of key (its own checks, in the
+    order its SQL store applies them; each raises MLflow's INVALID_PARAMETER_VALUE)."""
+    from mlflow.utils.search_utils import SearchUtils
+
+    kind, comparator = clause.get("type"), str(clause.get("comparator", "")).upper()
+    key = SearchUtils.translate_key_alias(clause.get("key"))  # type: ignore[no-untyped-call]
+    if comparator == "==":
+        raise InvalidSearchError(
+            f"malformed filter string {text!r}: MLflow's filter syntax writes equality as a "
+            f"single '=', e.g. \"{_PREFIXES.get(str(kind), 'attributes')}.{key} = ...\""
+        )
+    rules: Any = SearchUtils  # untyped: MLflow's own checks, each raising when refused
+    (  # the first that owns this kind of key decides, as in the server's SQL store
+        rules.is_string_attribute(kind, key, comparator)
+        or rules.is_numeric_attribute(kind, key, comparator)
+        or rules.is_dataset(kind, comparator)
+        or rules.is_metric(kind, comparator)
+        or rules.is_param(kind, comparator)
+        or rules.is_tag(kind, comparator)
+    )
 
 
 def check_order_by(order_by: str | Sequence[str] | None) -> tuple[str, ...]:

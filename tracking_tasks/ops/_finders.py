@@ -2,7 +2,8 @@
 
 Every finder checks its arguments with MLflow's own grammar and resolves the server and
 experiments before the first search request; the Prefect tasks of the same names
-(``tracking_tasks.find_mlflow_runs``...) wrap these functions and cache their answers.
+(``tracking_tasks.find_mlflow_runs``...) wrap these functions; they ask the server on
+every call (``tasks.allow_stale`` opts in to a cache).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from tracking_tasks.ops._scope import (
     resolve_scope,
     search,
 )
+from tracking_tasks.ops._setup import check_reachable
 from tracking_tasks.tags import CONFIG_HASH_TAG, FLOW_RUN_TAG, STAGE_TAG, parse_flow_run_id
 from tracking_tasks.urls import redact_uri
 
@@ -76,9 +78,8 @@ def find_mlflow_runs(
     ``$MLFLOW_EXPERIMENT_NAME`` or ``Default``. Deleted runs are left out unless
     ``include_deleted``. Without ``order_by`` MLflow's order applies: newest first.
 
-    As a Prefect task (``tracking_tasks.find_mlflow_runs``) the answer is cached for
-    5 minutes by the query, the tracking URI and the experiment ids; use
-    ``find_mlflow_runs.with_options(refresh_cache=True)`` for a fresh answer.
+    As a Prefect task (``tracking_tasks.find_mlflow_runs``) it asks the server on every
+    call, like this function; ``tracking_tasks.tasks.allow_stale`` opts in to a cache.
 
     Args:
         experiments: An experiment name, a ``TrackingContext``, or a list of them.
@@ -151,7 +152,7 @@ def find_best_run(
     says otherwise (None: any status). When no run matches, the result is None (not
     an error), so a flow can fall back, e.g. on its first run.
 
-    As a Prefect task it is cached like ``find_mlflow_runs``.
+    As a Prefect task it asks the server on every call, like ``find_mlflow_runs``.
 
     Args:
         metric: The metric to rank by, e.g. ``"f1"``.
@@ -241,7 +242,7 @@ def find_run_by_config_hash(
     finds the most recently started such run, FINISHED by default, optionally only
     with the tag ``stage`` equal to ``stage``. None when there is none.
 
-    As a Prefect task it is cached like ``find_mlflow_runs``.
+    As a Prefect task it asks the server on every call, like ``find_mlflow_runs``.
 
     Args:
         config: The config (dict, pydantic model, dataclass) or its 64-digit hash.
@@ -308,8 +309,7 @@ def find_runs_for_flow_run(
     With no experiment named, every active experiment on the server is searched, since
     a flow run may track into several. Oldest first.
 
-    As a Prefect task it is cached like ``find_mlflow_runs`` (a flow run still running
-    may open more runs: ``.with_options(refresh_cache=True)``).
+    As a Prefect task it asks the server on every call, like ``find_mlflow_runs``.
 
     Args:
         flow_run_id: The Prefect flow run id.
@@ -404,6 +404,9 @@ def get_run_summary(
     apply_credentials(credentials, uri)
     space = resolve_workspace(workspace, credentials=credentials, tracking_uri=uri)
     where = redact_uri(uri) + (f" in workspace {space!r}" if space else "")
+    check_reachable(
+        uri, f"could not read run {run_id!r} on {redact_uri(uri)}", error=RunSearchError
+    )
     try:
         with mlflow_errors(
             f"could not read run {run_id!r} on {where}",

@@ -23,7 +23,7 @@ import sys
 import threading
 from types import TracebackType
 
-from tracking_tasks._environment import point_fluent_api
+from tracking_tasks._environment import RUN_ID_VAR, kept_env, point_fluent_api, quiet_run_links
 from tracking_tasks._private_apis import fluent_experiment_id
 from tracking_tasks._status import exit_status
 from tracking_tasks.errors import RunEndError, RunNotFoundError, TrackingServerError, mlflow_errors
@@ -82,8 +82,6 @@ class RunHandle(RunRef):
         >>> from tracking_tasks.ops import create_mlflow_run
         >>> with RunHandle.model_validate(create_mlflow_run(ctx, "fluent").model_dump()) as run:
         ...     mlflow.log_metric("f1", 0.85)
-        🏃 View run fluent at: ...
-        🧪 View experiment at: ...
         >>> mlflow.MlflowClient(ctx.tracking_uri).get_run(run.run_id).data.metrics
         {'f1': 0.85}
     """
@@ -148,10 +146,15 @@ class RunHandle(RunRef):
     def _end(self, status: str) -> None:
         import mlflow
 
-        with mlflow_errors(
-            f"could not end MLflow run {self.run_id} on {redact_uri(self.tracking_uri)}",
-            default=RunEndError,
-            not_found=RunNotFoundError,
+        with (
+            mlflow_errors(
+                f"could not end MLflow run {self.run_id} on {redact_uri(self.tracking_uri)}",
+                default=RunEndError,
+                not_found=RunNotFoundError,
+            ),
+            # mlflow.end_run prints "View run" lines to stdout and removes MLFLOW_RUN_ID
+            quiet_run_links(),
+            kept_env(RUN_ID_VAR),
         ):
             # runs the block's code started with mlflow.start_run() and left open are
             # above this one on MLflow's stack: they end the way the block ended

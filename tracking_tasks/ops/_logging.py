@@ -22,6 +22,7 @@ from tracking_tasks._validation import (
     check_metrics,
     check_params,
     check_tags,
+    note_infinite,
 )
 from tracking_tasks.errors import (
     InvalidLogDataError,
@@ -31,6 +32,7 @@ from tracking_tasks.errors import (
 )
 from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._resume import retried_attempt, stored_steps
 from tracking_tasks.urls import redact_uri
 
 if TYPE_CHECKING:
@@ -208,7 +210,8 @@ def log_metrics(
 
     Args:
         run: The run handle.
-        metrics: Name -> number (NaN allowed).
+        metrics: Name -> number (NaN allowed; ``inf`` is stored as MLflow stores it,
+            ``1.797e+308``, with a warning).
         step: The step of every point.
         timestamp: Milliseconds since the epoch; now by default.
 
@@ -230,6 +233,9 @@ def log_metrics(
     from mlflow.entities import Metric
 
     checked = check_metrics(metrics, step)
+    warned: set[str] = set()
+    for key, value, _ in checked:
+        note_infinite(key, value, warned)
     ts = timestamp if timestamp is not None else now_ms()
     send_batch(run, metrics=[Metric(k, v, ts, s) for k, v, s in checked])
     return len(checked)
@@ -286,10 +292,18 @@ class RunLogger:
     the ``with`` block exits, normally or by an exception. Every value is checked when
     it is logged, so a bad one raises at the call that made it. Thread-safe.
 
+    A retried attempt resumes: a point whose (metric, step) the run already holds from an
+    earlier attempt is skipped, so a task that failed at step 120 and is retried leaves
+    one point per step. On by default inside a retried Prefect task run (or a task of a
+    retried flow run); it costs one history read per metric name, at its first flush.
+    Log distinct steps for it to tell the points apart.
+
     Args:
         run: The run handle from ``create_mlflow_run``.
         flush_interval_seconds: Send what is buffered at the next log call once this
             much time has passed since the last send (None: only when full).
+        resume: Skip the (metric, step) points the run already holds; None (default):
+            only inside a retried attempt.
 
     Raises:
         InvalidLogDataError: from the ``log_*`` methods, for a value MLflow would refuse.
@@ -303,11 +317,21 @@ class RunLogger:
         ...             log.log_metric("loss", 1.0 / (step + 1), step)
     """
 
-    def __init__(self, run: RunRef, *, flush_interval_seconds: float | None = 10.0) -> None:
+    def __init__(
+        self,
+        run: RunRef,
+        *,
+        flush_interval_seconds: float | None = 10.0,
+        resume: bool | None = None,
+    ) -> None:
         self.run = run
         self.flush_interval_seconds = flush_interval_seconds
+        self.resume = retried_attempt() if resume is None else bool(resume)
         self.requests_sent = 0
         self.points_sent = 0
+        self.points_skipped = 0  # already stored by an earlier attempt (resume)
+        self._stored: dict[str, set[int]] = {}  # metric -> steps stored before (resume)
+        self._infinite: set[str] = set()  # metric keys warned about for inf
         self._metrics: list[Metric] = []
         self._params: list[Param] = []
         self._tags: list[RunTag] = []
@@ -332,10 +356,16 @@ class RunLogger:
         """
         from mlflow.entities import Metric
 
-        if key in self._valid_keys and type(value) is float and type(step) is int:
+        if (
+            key in self._valid_keys
+            and type(value) is float
+            and value - value == 0.0  # finite (inf - inf and NaN - NaN are NaN)
+            and type(step) is int
+        ):
             number = value  # the hot path of a training loop: a known key, plain numbers
         else:
             key, number, step = check_metric(key, value, step)
+            note_infinite(key, number, self._infinite)
             self._valid_keys.add(key)
         point = Metric(key, number, timestamp if timestamp is not None else now_ms(), step)
         with self._lock:
@@ -351,6 +381,8 @@ class RunLogger:
         from mlflow.entities import Metric
 
         checked = [check_metric(key, value, step) for key, value in metrics.items()]
+        for key, value, _ in checked:
+            note_infinite(key, value, self._infinite)
         ts = now_ms()
         with self._lock:
             self._metrics.extend(Metric(k, v, ts, s) for k, v, s in checked)
@@ -428,12 +460,22 @@ class RunLogger:
             TrackingServerError: the server failed or could not be reached.
         """
         with self._lock:
+            if self.resume and self._metrics:
+                self._skip_stored()
             if not (self._metrics or self._params or self._tags):
                 return
             # copies: _sent trims the buffers while batches() walks the lists it was given
             pending = list(self._metrics), list(self._params), list(self._tags)
             send_batch(self.run, *pending, acknowledged=self._sent)
             self._last_flush = time.monotonic()
+
+    def _skip_stored(self) -> None:
+        """Drop buffered points an earlier attempt stored (called with the lock held)."""
+        for key in {m.key for m in self._metrics} - self._stored.keys():
+            self._stored[key] = stored_steps(self.run, key)  # before this logger sends any
+        kept = [m for m in self._metrics if m.step not in self._stored[m.key]]
+        self.points_skipped += len(self._metrics) - len(kept)
+        self._metrics[:] = kept
 
     def _sent(self, metrics: int, params: int, tags: int) -> None:
         """Drop what one acknowledged request carried (called with the lock held)."""

@@ -88,7 +88,8 @@ def plan_run(
     Args:
         context: From ``setup_mlflow``.
         run_name: The run's name; MLflow picks one if None.
-        tags: Extra tags (on top of the context's default tags).
+        tags: Extra tags (on top of the context's default tags and MLflow's own context
+            tags: see :func:`mlflow_context_tags`).
         config: The stage config; its ``config_hash`` is tagged.
         parent_run_id: Parent run (id or handle) to nest this run under.
         idempotency_key: Distinguishes runs that share name, config and parent.
@@ -139,7 +140,12 @@ def plan_run(
                 "idempotency_key": idempotency_key,
             }
         )[:32]
-    all_tags: dict[str, str] = {**context.default_tags, **user_tags, **(scope_tags or {})}
+    all_tags: dict[str, str] = {
+        **mlflow_context_tags(),
+        **context.default_tags,
+        **user_tags,
+        **(scope_tags or {}),
+    }
     if digest is not None:
         all_tags[CONFIG_HASH_TAG] = digest
     if identity is not None:
@@ -154,6 +160,27 @@ def plan_run(
         parent_run_id=parent,
         identity=identity,
     )
+
+
+def mlflow_context_tags() -> dict[str, str]:
+    """The tags ``mlflow.start_run`` puts on a run, from MLflow's own context providers.
+
+    ``MlflowClient.create_run`` sets none of them, and MLflow's UI then shows a run's
+    "Created by" and "Source" as empty. MLflow's run-context registry resolves them as
+    ``start_run`` does: ``mlflow.user``, ``mlflow.source.name`` / ``mlflow.source.type``,
+    ``mlflow.source.git.commit`` in a git checkout, and whatever a plugin's provider adds.
+    The caller's tags win over them.
+
+    Returns:
+        The context tags.
+
+    Example:
+        >>> sorted(k for k in mlflow_context_tags() if k in ("mlflow.user", "mlflow.source.type"))
+        ['mlflow.source.type', 'mlflow.user']
+    """
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return {str(key): str(value) for key, value in resolve_tags({}).items()}
 
 
 def _find_by_identity(context: TrackingContext, identity: str) -> RunInfo | None:

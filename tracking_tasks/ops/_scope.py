@@ -19,6 +19,7 @@ from tracking_tasks.handles import RunSummary, TrackingContext
 from tracking_tasks.ops._client import get_client
 from tracking_tasks.ops._experiments import all_experiment_ids, experiment_ids
 from tracking_tasks.ops._filters import and_, check_filter, status_equals
+from tracking_tasks.ops._setup import check_reachable
 from tracking_tasks.urls import redact_uri
 
 if TYPE_CHECKING:
@@ -194,7 +195,8 @@ def resolve_scope(
         TrackingConfigError: the tracking URI is invalid, or the workspace (malformed,
             unknown, contexts in different workspaces, a server without workspaces).
         ExperimentNotFoundError: a named experiment does not exist.
-        RunSearchError: the server failed or could not be reached.
+        RunSearchError: the server failed, or could not be reached at all (refused,
+            unknown host, untrusted TLS: within seconds, by one probe sent once).
 
     Example:
         >>> resolve_scope("doctests").experiment_ids == (ctx.experiment_id,)
@@ -206,6 +208,8 @@ def resolve_scope(
     space = resolve_workspace(
         workspace, given=[c.workspace for c in contexts], credentials=credentials, tracking_uri=uri
     )
+    # a dead server fails here at once, not after MLflow's retries (minutes)
+    check_reachable(uri, f"could not search runs on {redact_uri(uri)}", error=RunSearchError)
     ids = [c.experiment_id for c in contexts]
     if not names and not contexts:
         if all_when_unnamed:

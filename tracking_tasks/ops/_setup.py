@@ -6,14 +6,14 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from tracking_tasks._environment import neutralise_injected_env, point_fluent_api
+from tracking_tasks._environment import point_fluent_api, warn_injected_run
 from tracking_tasks._private_apis import ml_client_credential
 from tracking_tasks.auth._apply import apply_credentials, use_workspace_credential
 from tracking_tasks.auth._scope import Origin, authorization_for
 from tracking_tasks.auth._tokens import TokenProvider, TokenSource, as_token_credential
 from tracking_tasks.config._models import AzureMLWorkspace, TrackingConfig
 from tracking_tasks.config._resolve import CredentialsLocation, resolve_tracking_config
-from tracking_tasks.errors import ExperimentSetupError, mlflow_errors
+from tracking_tasks.errors import ExperimentSetupError, TrackingTasksError, mlflow_errors
 from tracking_tasks.handles import TrackingContext
 from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops._experiments import ensure_experiment
@@ -33,8 +33,17 @@ _answered_lock = threading.Lock()
 _answered: set[Origin] = set()
 
 
-def check_reachable(tracking_uri: str, action: str | None = None) -> bool:
+def check_reachable(
+    tracking_uri: str,
+    action: str | None = None,
+    *,
+    error: type[TrackingTasksError] = ExperimentSetupError,
+    again: bool = False,
+) -> bool:
     """Fail fast when an HTTP(S) tracking server cannot be reached at all.
+
+    The one first-contact probe of every entry point: ``setup_mlflow``, the finders (and
+    the command line through them), ``get_run_summary`` and reconcile.
 
     The first time this process sets up a server, one ``HEAD`` request goes to the
     tracking URI, sent once (no retries), with MLflow's own TLS and proxy settings
@@ -48,12 +57,15 @@ def check_reachable(tracking_uri: str, action: str | None = None) -> bool:
     Args:
         tracking_uri: The resolved tracking URI.
         action: What the probe is for, to start the error message with.
+        error: The class raised (``RunSearchError`` for a search).
+        again: Probe even if the server answered before (at interpreter exit, say).
 
     Returns:
         True when a probe was sent, False when none was needed (not HTTP, or answered before).
 
     Raises:
-        ExperimentSetupError: the server cannot be reached; the message names the URI.
+        ExperimentSetupError: the server cannot be reached (or ``error``); the message
+            names the URI.
 
     Example:
         >>> check_reachable("sqlite:///mlflow.db")
@@ -63,7 +75,7 @@ def check_reachable(tracking_uri: str, action: str | None = None) -> bool:
         return False
     origin = Origin.of(tracking_uri)
     with _answered_lock:
-        if origin in _answered:
+        if origin in _answered and not again:
             return False
     import requests
     from mlflow.utils.credentials import get_default_host_creds
@@ -72,7 +84,7 @@ def check_reachable(tracking_uri: str, action: str | None = None) -> bool:
     scoped = authorization_for(tracking_uri)  # the server's own credential, if it has one
     with mlflow_errors(
         action or f"first contact with the tracking server at {redact_uri(tracking_uri)}",
-        default=ExperimentSetupError,
+        default=error,
     ):
         try:
             requests.head(
@@ -115,9 +127,10 @@ def setup_mlflow(
     (``ml_client.workspaces.get(name).mlflow_tracking_uri``; needs
     ``pip install 'tracking-tasks[azure]'``). The experiment is created if missing and
     restored if deleted. It also points this process's fluent ``mlflow.*`` API at the
-    same URI and experiment, and removes injected ``MLFLOW_RUN_ID`` /
-    ``MLFLOW_EXPERIMENT_*`` / ``MLFLOW_TRACKING_URI`` values that contradict it (logged by
-    name, never by value): see ``tracking_tasks._environment``.
+    same URI and experiment (MLflow's in-process globals). The environment is never
+    changed: a later call resolves from the same variables, whatever this one resolved
+    to. An injected ``MLFLOW_RUN_ID``, which steers only your own ``mlflow.start_run()``,
+    is left alone and named once in a warning: see ``tracking_tasks._environment``.
 
     A ``credentials`` block's secret is scoped to its tracking server: this process's
     MLflow requests to that origin (scheme, host, port, path prefix) carry it, requests
@@ -224,7 +237,7 @@ def setup_mlflow(
         credentials=reference,
         workspace=location.workspace,
     )
-    neutralise_injected_env(context)
+    warn_injected_run(context)
     point_fluent_api(context)
     log.info(
         "MLflow experiment %r (id %s) on %s%s",

@@ -14,8 +14,10 @@ from tracking_tasks.tasks._artifacts import (
 )
 from tracking_tasks.tasks._cache import LookupCachePolicy, SetupCachePolicy
 from tracking_tasks.tasks._finders import (
-    DEFAULT_CACHE_EXPIRATION,
+    allow_stale,
+    find_best_model,
     find_best_run,
+    find_logged_models,
     find_mlflow_runs,
     find_run_by_config_hash,
     find_runs_for_flow_run,
@@ -23,8 +25,6 @@ from tracking_tasks.tasks._finders import (
 from tracking_tasks.tasks._hooks import FlowStateHooks, mlflow_state_hooks
 from tracking_tasks.tasks._model_registry import latest_model_version, register_model_version
 from tracking_tasks.tasks._models import (
-    find_best_model,
-    find_logged_models,
     get_model_version,
     log_model,
     log_model_metrics,
@@ -44,10 +44,10 @@ from tracking_tasks.tasks._runs import (
 from tracking_tasks.tasks._setup import setup_mlflow
 
 __all__ = [
-    "DEFAULT_CACHE_EXPIRATION",
     "FlowStateHooks",
     "LookupCachePolicy",
     "SetupCachePolicy",
+    "allow_stale",
     "create_mlflow_run",
     "download_artifacts",
     "end_mlflow_run",

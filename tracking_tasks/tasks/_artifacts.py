@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
@@ -17,6 +16,7 @@ from tracking_tasks.ops._artifacts import upload as plain_upload
 from tracking_tasks.ops._artifacts.manifest import ArtifactManifest, CheckpointArtifacts
 from tracking_tasks.ops._artifacts.upload import PROGRESS_MIN_BYTES
 from tracking_tasks.tasks._runtime import in_run, run_logger
+from tracking_tasks.tasks._task import tracking_task
 
 RETRIES = 4
 """Default Prefect retries of the artifact tasks (so at most 5 attempts)."""
@@ -94,7 +94,7 @@ class PrefectProgress:
             run_logger().warning("could not report upload progress: %s", exc)
 
 
-@task(name="upload_artifacts", cache_policy=NO_CACHE, **RETRY_OPTIONS)  # writes to MLflow
+@tracking_task(name="upload_artifacts", cache_policy=NO_CACHE, **RETRY_OPTIONS)  # writes to MLflow
 def upload_artifacts(
     run: RunRef,
     local_path: str | os.PathLike[str],
@@ -152,7 +152,9 @@ def upload_artifacts(
     )
 
 
-@task(name="log_best_checkpoint", cache_policy=NO_CACHE, **RETRY_OPTIONS)  # writes to MLflow
+@tracking_task(
+    name="log_best_checkpoint", cache_policy=NO_CACHE, **RETRY_OPTIONS
+)  # writes to MLflow
 def log_best_checkpoint(
     run: RunRef,
     checkpoint_path: str | os.PathLike[str],
@@ -209,6 +211,6 @@ def log_best_checkpoint(
 
 
 # Reads fresh state: never cached.
-download_artifacts = task(name="download_artifacts", cache_policy=NO_CACHE, **RETRY_OPTIONS)(
-    plain_download.download_artifacts
-)
+download_artifacts = tracking_task(
+    name="download_artifacts", cache_policy=NO_CACHE, **RETRY_OPTIONS
+)(plain_download.download_artifacts)

@@ -1,5 +1,5 @@
-"""Logged-model tasks: log one (retried on transient faults), link metrics, find, register,
-alias and promote."""
+"""Logged-model tasks: log one (retried on transient faults), link metrics, register, alias
+and promote (the model finders are with the run finders)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,21 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tracking_tasks.handles import ModelRef, RunRef
 from tracking_tasks.ops import _model_metrics as linked
 from tracking_tasks.ops import _model_registry as registry
-from tracking_tasks.ops import _model_search as search
 from tracking_tasks.ops import _models as plain
 from tracking_tasks.ops import _promotion as promotion
 from tracking_tasks.ops._model_files import Requirements
 from tracking_tasks.tasks._artifacts import RETRY_OPTIONS
-from tracking_tasks.tasks._cache import LookupCachePolicy
-from tracking_tasks.tasks._finders import DEFAULT_CACHE_EXPIRATION
 from tracking_tasks.tasks._runtime import current_run_info
+from tracking_tasks.tasks._task import tracking_task
 
 
 # Writes to MLflow (found again on a retry by its identity): never cached.
-@task(name="log_model", cache_policy=NO_CACHE, **RETRY_OPTIONS)
+@tracking_task(name="log_model", cache_policy=NO_CACHE, **RETRY_OPTIONS)
 def log_model(
     run: RunRef,
     model: Any,
@@ -115,23 +112,21 @@ def log_model(
 
 
 # Writes to MLflow: each call logs its points, so none is cached.
-log_model_metrics = task(name="log_model_metrics", cache_policy=NO_CACHE)(linked.log_model_metrics)
-
-_LOOKUP = LookupCachePolicy()
-find_logged_models = task(
-    name="find_logged_models", cache_policy=_LOOKUP, cache_expiration=DEFAULT_CACHE_EXPIRATION
-)(search.find_logged_models)
-find_best_model = task(
-    name="find_best_model", cache_policy=_LOOKUP, cache_expiration=DEFAULT_CACHE_EXPIRATION
-)(search.find_best_model)
+log_model_metrics = tracking_task(name="log_model_metrics", cache_policy=NO_CACHE)(
+    linked.log_model_metrics
+)
 
 # Creates a registry entry (found again on a retry by its source): never cached.
-register_model = task(name="register_model", cache_policy=NO_CACHE)(registry.register_model)
+register_model = tracking_task(name="register_model", cache_policy=NO_CACHE)(
+    registry.register_model
+)
 # Moves an alias: never cached.
-set_model_alias = task(name="set_model_alias", cache_policy=NO_CACHE)(registry.set_model_alias)
+set_model_alias = tracking_task(name="set_model_alias", cache_policy=NO_CACHE)(
+    registry.set_model_alias
+)
 # Reads what an alias points at now: never cached.
-get_model_version = task(name="get_model_version", cache_policy=NO_CACHE)(
+get_model_version = tracking_task(name="get_model_version", cache_policy=NO_CACHE)(
     registry.get_model_version
 )
 # Compares with the alias's current version and may move it: never cached.
-promote_model = task(name="promote_model", cache_policy=NO_CACHE)(promotion.promote_model)
+promote_model = tracking_task(name="promote_model", cache_policy=NO_CACHE)(promotion.promote_model)

@@ -6,7 +6,6 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tracking_tasks.auth._block import MlflowCredentials, load_block, use_block
@@ -14,6 +13,7 @@ from tracking_tasks.ops._reconcile import ReconcileReport, reconcile_runs
 from tracking_tasks.ops._reconcile_guard import DEFAULT_GRACE_SECONDS
 from tracking_tasks.ops._scope import Experiments
 from tracking_tasks.tasks._prefect_api import prefect_api_identity
+from tracking_tasks.tasks._task import tracking_task
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def read_flow_run_states(
     return states
 
 
-@task(name="reconcile_mlflow_runs", cache_policy=NO_CACHE)  # reads fresh states every time
+@tracking_task(name="reconcile_mlflow_runs", cache_policy=NO_CACHE)  # reads fresh states every time
 def reconcile_mlflow_runs(
     experiments: Experiments = None,
     *,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tracking_tasks._status import TERMINAL_STATUSES
@@ -16,32 +14,16 @@ from tracking_tasks.ops import _lifecycle as lifecycle
 from tracking_tasks.ops import _logging as batching
 from tracking_tasks.ops import _runs as plain
 from tracking_tasks.ops._fluent import RunHandle, enclosing_run
+from tracking_tasks.ops._resume import set_retry_probe
 from tracking_tasks.tags import DEPLOYMENT_NAME_TAG, PREFECT_API_TAG
+from tracking_tasks.tasks._keyed_artifacts import artifact_key, keyed_markdown, publish
 from tracking_tasks.tasks._prefect_api import prefect_api_identity
-from tracking_tasks.tasks._run_memory import RUN_MEMORY, Write
+from tracking_tasks.tasks._run_memory import RUN_MEMORY
 from tracking_tasks.tasks._runtime import current_run_info, deployment_name
 from tracking_tasks.tasks._setup import resolve_context
+from tracking_tasks.tasks._task import end_at_exit, tracking_task
 
 log = logging.getLogger(__name__)
-
-
-def _link_writer(ref: RunRef, flow_run_id: str, task_run_id: str | None) -> Write:
-    """A background write that links the Prefect run to the MLflow run's UI page."""
-
-    def write(client: Any) -> None:
-        from prefect.client.schemas.actions import ArtifactCreate
-
-        client.create_artifact(
-            ArtifactCreate(
-                type="markdown",
-                data=f"[MLflow run {ref.run_name}]({ref.url})",
-                description=f"MLflow run `{ref.run_id}` in experiment `{ref.experiment_id}`",
-                flow_run_id=uuid.UUID(flow_run_id),
-                task_run_id=uuid.UUID(task_run_id) if task_run_id else None,
-            )
-        )
-
-    return write
 
 
 def open_mlflow_run(
@@ -65,9 +47,11 @@ def open_mlflow_run(
 
     Every run is tagged with the Prefect flow run id and name, flow name, deployment
     (when there is one), task run id, the Prefect API the flow run lives in
-    (``prefect.api``: what reconcile checks before it ends a run) and the config hash. When the run has a UI page
-    (an http(s) server, Azure ML studio), a Prefect link artifact points at it,
-    published in the background. The run is not the fluent "active run": pass the
+    (``prefect.api``: what reconcile checks before it ends a run) and the config hash,
+    and with the context tags MLflow's own ``mlflow.start_run`` sets (``mlflow.user``,
+    ``mlflow.source.*``). When the run has a UI page (an http(s) server, Azure ML
+    studio), a Prefect link artifact keyed ``mlflow-run-<run id>`` points at it,
+    published once in the background. The run is not the fluent "active run": pass the
     returned handle to the logging tasks. Outside Prefect, use
     ``tracking_tasks.ops._runs.create_mlflow_run``.
 
@@ -158,8 +142,19 @@ def open_mlflow_run(
             opened.ref.run_id,
             opened.ref.run_name,
         )
+    if info.flow_run_id is None:
+        end_at_exit(opened.ref)  # no flow hook will end it: interpreter exit does
     if link and info.flow_run_id is not None and opened.ref.url is not None:
-        RUN_MEMORY.writer.submit(_link_writer(opened.ref, info.flow_run_id, info.task_run_id))
+        ref = opened.ref
+        publish(
+            keyed_markdown(
+                artifact_key("run", ref.run_id),
+                f"[MLflow run {ref.run_name}]({ref.url})",
+                f"MLflow run `{ref.run_id}` in experiment `{ref.experiment_id}`",
+                info.flow_run_id,
+                info.task_run_id,
+            )
+        )
     return RunHandle.model_validate(opened.ref.model_dump())
 
 
@@ -178,10 +173,29 @@ def release_run(run: RunRef) -> None:
     RUN_MEMORY.release_run(current_run_info().flow_run_id, run.run_id)
 
 
+def retried_attempt() -> bool:
+    """Tell whether the caller is a Prefect task run after its first try (a task retry, or
+    a task of a retried flow run): a ``RunLogger`` made there resumes its run's history.
+
+    Returns:
+        True inside such a task run.
+
+    Example:
+        >>> retried_attempt()  # outside a task run
+        False
+    """
+    info = current_run_info()
+    return info.task_run_id is not None and not info.is_first_attempt
+
+
+set_retry_probe(retried_attempt)
+
 # Idempotency is a lookup keyed on the flow run, not a task cache.
-create_mlflow_run = task(name="create_mlflow_run", cache_policy=NO_CACHE)(open_mlflow_run)
+create_mlflow_run = tracking_task(name="create_mlflow_run", cache_policy=NO_CACHE)(open_mlflow_run)
 # Writes to MLflow: each must run every time, so none is cached.
-log_params = task(name="log_params", cache_policy=NO_CACHE)(batching.log_params)
-log_metrics = task(name="log_metrics", cache_policy=NO_CACHE)(batching.log_metrics)
-set_tags = task(name="set_tags", cache_policy=NO_CACHE)(batching.set_tags)
-end_mlflow_run = task(name="end_mlflow_run", cache_policy=NO_CACHE)(lifecycle.end_mlflow_run)
+log_params = tracking_task(name="log_params", cache_policy=NO_CACHE)(batching.log_params)
+log_metrics = tracking_task(name="log_metrics", cache_policy=NO_CACHE)(batching.log_metrics)
+set_tags = tracking_task(name="set_tags", cache_policy=NO_CACHE)(batching.set_tags)
+end_mlflow_run = tracking_task(name="end_mlflow_run", cache_policy=NO_CACHE)(
+    lifecycle.end_mlflow_run
+)

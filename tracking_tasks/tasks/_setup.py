@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-
 from tracking_tasks._environment import point_fluent_api
 from tracking_tasks.auth._apply import ensure_credentials
 from tracking_tasks.config._models import TrackingConfig
@@ -14,31 +12,28 @@ from tracking_tasks.ops import _setup as plain
 from tracking_tasks.tasks._cache import SetupCachePolicy
 from tracking_tasks.tasks._run_memory import RUN_MEMORY, RunMemory
 from tracking_tasks.tasks._runtime import current_run_info
+from tracking_tasks.tasks._task import tracking_task
 
 
-def _after_setup(tsk: Any, task_run: Any, state: Any) -> None:
+def _after_setup(context: Any, flow_run_id: str | None) -> None:
     """Remember where the flow run tracks (for its hooks and for calls that omit the
-    context); re-point MLflow on a cache hit.
+    context); point MLflow at it again.
 
     A cache hit skips the body, which is what points MLflow's fluent API at the
     experiment and scopes the credentials; the process may be a new one (a retried flow
-    run), so do both here (a saved block is loaded again by its name).
+    run), so both are done here too (a saved block is loaded again by its name). Run
+    after the call, not as a state hook: Prefect logs two INFO lines for every hook.
     """
-    context = state.result(raise_on_failure=False)
     if not isinstance(context, TrackingContext):
         return
-    if state.name == "Cached":
-        ensure_credentials(context.credentials, context.tracking_uri)
-        point_fluent_api(context)
-    flow_run_id = str(task_run.flow_run_id) if task_run.flow_run_id else None
+    ensure_credentials(context.credentials, context.tracking_uri)
+    point_fluent_api(context)
     RUN_MEMORY.remember_location(flow_run_id, context)
     RUN_MEMORY.remember_context(flow_run_id, context)
 
 
-setup_mlflow = task(
-    name="setup_mlflow",
-    cache_policy=SetupCachePolicy(),
-    on_completion=[_after_setup],
+setup_mlflow = tracking_task(
+    name="setup_mlflow", cache_policy=SetupCachePolicy(), after_call=_after_setup
 )(plain.setup_mlflow)
 
 
@@ -92,9 +87,9 @@ def resolve_context(
         last = memory.last_context(run_id)
         if last is not None:
             return last
-    if run_id is not None:
-        context: TrackingContext = setup_mlflow(given, **overrides)  # remembered by its hook
-        return context
-    context = plain.setup_mlflow(given, **overrides)
-    memory.remember_context(None, context)  # the task's hook does it in a flow run
+    # the task: cached per flow run inside one, the plain function outside (remembered
+    # by its after-call as the flow run's and this process's last setup either way)
+    context: TrackingContext = setup_mlflow(given, **overrides)
+    if memory is not RUN_MEMORY:
+        memory.remember_context(run_id, context)
     return context

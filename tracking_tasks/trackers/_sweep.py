@@ -23,7 +23,7 @@ from tracking_tasks.ops._logging import RunLogger
 from tracking_tasks.tags import STUDY_TAG
 from tracking_tasks.tasks._hooks import mlflow_state_hooks
 from tracking_tasks.tasks._run_memory import location_of
-from tracking_tasks.tasks._runs import log_metrics, log_params
+from tracking_tasks.tasks._runs import log_params
 from tracking_tasks.tasks._setup import resolve_context
 from tracking_tasks.trackers._core import (
     check_travels,
@@ -32,7 +32,7 @@ from tracking_tasks.trackers._core import (
     open_stage_run,
 )
 from tracking_tasks.trackers._optuna_sweep import OptunaSweep, import_optuna, study_summaries
-from tracking_tasks.trackers._sweep_results import SweepResult, finish_sweep, trial_counts
+from tracking_tasks.trackers._sweep_results import SweepResult, finish_sweep
 from tracking_tasks.trackers._trial import TrialSummary, run_tracked_trial, trial_runs
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,8 @@ def track_sweep(
     as ``best.*``, its checkpoint (if the objective returned one) is uploaded to the
     parent with the artifact retries, and a Prefect markdown artifact tables every trial.
     A failed trial is FAILED in MLflow and does not sink the sweep; if every trial
-    fails, the sweep fails.
+    fails, the sweep fails. Either way the parent gets metrics ``n_trials``,
+    ``n_completed_trials``, ``n_failed_trials`` and ``n_pruned_trials``.
 
     **Optuna.** The objective is ``objective(trial, log)``: an ``optuna.Trial`` (with a
     ``search_space``, its params are drawn before it runs; else call
@@ -201,9 +202,8 @@ def track_sweep(
     sweep_config = {
         "metric": metric,
         "mode": mode,
-        "n_trials": len(trials),
         "trials_hash": config_hash([dict(t) for t in trials], short=True),
-    }
+    }  # n_trials is a metric of every sweep (finish_sweep), not a param
     parent = open_stage_run(stage, context, sweep_config, run_name)
     futures = [
         run_trial.submit(objective, context, parent, i, dict(params), f"{stage}-trial")
@@ -308,7 +308,6 @@ def _optuna_sweep(
     sweep.remember_run(parent)
     results, errors = sweep.run(parent)
     summaries = study_summaries(study, metric, results, errors, skip=sweep.interrupted)
-    log_metrics(parent, trial_counts(summaries))
     return finish_sweep(
         parent, summaries, metric, sweep.mode, checkpoint_artifact_path, logged_params=logged
     )

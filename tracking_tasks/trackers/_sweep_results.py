@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from tracking_tasks.errors import SweepFailedError
 from tracking_tasks.handles import RunRef
 from tracking_tasks.tags import BEST_RUN_TAG, BEST_TRIAL_TAG
+from tracking_tasks.tasks._keyed_artifacts import artifact_key, keyed_markdown, publish
 from tracking_tasks.tasks._runs import log_metrics, log_params, set_tags
+from tracking_tasks.tasks._runtime import current_run_info
 from tracking_tasks.trackers._core import StageOutput, StageResult, flatten_params
 from tracking_tasks.trackers._training import upload_checkpoint
 from tracking_tasks.trackers._trial import TrialSummary
@@ -39,6 +40,30 @@ class SweepResult(StageResult):
     mode: Literal["max", "min"] = Field(description="Whether higher or lower is better.")
     trials: list[TrialSummary] = Field(description="Every trial, in order.")
     best: TrialSummary = Field(description="The best trial.")
+
+
+def sweep_counts(statuses: Iterable[str]) -> dict[str, float]:
+    """The one summary every sweep logs on its run, from its trials' run statuses.
+
+    Args:
+        statuses: Each counted trial's run status (``FINISHED``, ``FAILED``, ``KILLED``
+            for a pruned one).
+
+    Returns:
+        Metrics ``n_trials``, ``n_completed_trials``, ``n_failed_trials`` and
+        ``n_pruned_trials``.
+
+    Example:
+        >>> sweep_counts(["FINISHED", "FAILED", "KILLED", "FINISHED"])["n_completed_trials"]
+        2.0
+    """
+    seen = list(statuses)
+    return {
+        "n_trials": float(len(seen)),
+        "n_completed_trials": float(seen.count("FINISHED")),
+        "n_failed_trials": float(seen.count("FAILED")),
+        "n_pruned_trials": float(seen.count("KILLED")),
+    }
 
 
 def pick_best(trials: list[TrialSummary], metric: str, mode: str) -> TrialSummary | None:
@@ -70,15 +95,6 @@ def _markdown(trials: list[TrialSummary], best: TrialSummary | None, metric: str
         ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
-
-
-def trial_counts(summaries: list[TrialSummary]) -> dict[str, float]:
-    """The sweep run's trial counts: finished trials, completed ones, pruned ones."""
-    return {
-        "n_trials": float(len(summaries)),
-        "n_completed_trials": float(sum(t.status == "FINISHED" for t in summaries)),
-        "n_pruned_trials": float(sum(t.status == "KILLED" for t in summaries)),
-    }
 
 
 def record_best(
@@ -128,14 +144,23 @@ def finish_sweep(
 ) -> SweepResult:
     """Rank the trials, table them, tag and log the best on the parent, upload its checkpoint.
 
+    Every sweep, list or Optuna, describes itself the same way on its run: the counts of
+    :func:`sweep_counts` as metrics, ``best.*`` metrics and params, the best run's tags,
+    and a Prefect artifact keyed ``mlflow-sweep-<run id>`` tabling the trials.
+
     ``logged_params``: the params a resumed sweep's run already has (see ``record_best``).
     """
     best = pick_best(summaries, metric, mode)
-    create_markdown_artifact(
-        markdown=f"### Sweep `{parent.run_name}` ranked by `{metric}` ({mode})\n\n"
-        + _markdown(summaries, best, metric),
-        description=f"Trials of MLflow run {parent.run_id}",
+    publish(
+        keyed_markdown(
+            artifact_key("sweep", parent.run_id),
+            f"### Sweep `{parent.run_name}` ranked by `{metric}` ({mode})\n\n"
+            + _markdown(summaries, best, metric),
+            f"Trials of MLflow run {parent.run_id}",
+            current_run_info().flow_run_id,
+        )
     )
+    log_metrics(parent, sweep_counts(t.status for t in summaries))
     if best is None:
         failed = sum(t.status == "FAILED" for t in summaries)
         raise SweepFailedError(

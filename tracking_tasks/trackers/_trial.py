@@ -10,11 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tracking_tasks._status import RunStatus
 from tracking_tasks.handles import RunRef, RunSummary, TrackingContext
+from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops._filters import and_, tag_equals
 from tracking_tasks.ops._finders import find_mlflow_runs
 from tracking_tasks.ops._lifecycle import terminate_run
 from tracking_tasks.ops._logging import RunLogger, set_tags
 from tracking_tasks.tags import (
+    CONFIG_HASH_TAG,
     PARENT_RUN_TAG,
     PRUNED_TAG,
     STAGE_TAG,
@@ -71,7 +73,8 @@ def run_tracked_trial(
 
     The run is opened (found again on a retry), the objective runs with a ``RunLogger``
     on it, its final metrics and the trial's params (read after the objective: an Optuna
-    trial draws them as it runs) are logged, and the run is ended FINISHED, FAILED (the
+    trial draws them as it runs; their ``config_hash`` is then tagged too, as it is for a
+    trial whose params were known up front) are logged, and the run is ended FINISHED, FAILED (the
     objective raised; the error propagates) or KILLED (``pruned`` raised; tagged
     ``tracking_tasks.pruned``). ``on_ended`` hears the outcome before the run is ended,
     so a study told first can mend a run a crash left RUNNING.
@@ -95,11 +98,12 @@ def run_tracked_trial(
     Raises:
         Exception: whatever the objective (or ``check``) raised.
     """
+    opened_with = dict(params()) or None  # an Optuna trial without a search space: none yet
     try:
         run = open_mlflow_run(
             context,
             run_name=trial_run_name(index, run_name_prefix),
-            config=dict(params()) or None,
+            config=opened_with,
             parent_run_id=parent,
             tags={STAGE_TAG: stage, TRIAL_INDEX_TAG: str(index)},
             idempotency_key=f"trial-{index}",
@@ -119,7 +123,10 @@ def run_tracked_trial(
                 output = objective(log)
                 log.log_metrics(output.metrics)
             finally:
-                log.log_params(flatten_params(dict(params())))
+                drawn = dict(params())
+                log.log_params(flatten_params(drawn))
+                if opened_with is None and drawn:  # drawn as it ran: tag their hash now
+                    log.set_tags({CONFIG_HASH_TAG: config_hash(drawn)})
         if check is not None:
             check(output)
     except pruned:
