@@ -52,8 +52,13 @@ from tracking_tasks.errors import (
 from tracking_tasks.ops._artifacts.manifest import MANIFEST_NAME
 from tracking_tasks.ops._lifecycle import RunLocation
 from tracking_tasks.ops._reconcile import reconcile_runs
-from tracking_tasks.tags import FLOW_RUN_TAG, MODEL_FAILURE_TAG, promotion_tag
-from tracking_tasks.tasks import find_best_model, find_logged_models, log_model_metrics
+from tracking_tasks.tags import FLOW_RUN_TAG, MODEL_FAILURE_TAG, PREFECT_API_TAG, promotion_tag
+from tracking_tasks.tasks import (
+    find_best_model,
+    find_logged_models,
+    log_model_metrics,
+    prefect_api_identity,
+)
 from tracking_tasks.tasks._hooks import end_open_runs
 from tracking_tasks.tasks._reconcile import read_flow_run_states
 from tracking_tasks.tasks._run_memory import RunMemory
@@ -363,9 +368,16 @@ def test_reconcile_fails_the_pending_models_of_the_runs_it_ends(
     with prefect_client(sync_client=True) as prefect:
         flow_run_id = str(prefect.create_flow_run(_subject, state=states.Crashed()).id)
     client.set_tag(run.run_id, FLOW_RUN_TAG, flow_run_id)
+    client.set_tag(run.run_id, PREFECT_API_TAG, prefect_api_identity())
     pending = _bare_model(client, run, "left-pending", {}, status="PENDING")
     ready = _bare_model(client, run, "ready", {"acc": 1.0})
-    report = reconcile_runs(read_flow_run_states, ctx, tracking_uri=run.tracking_uri)
+    report = reconcile_runs(
+        read_flow_run_states,
+        ctx,
+        tracking_uri=run.tracking_uri,
+        prefect_api=prefect_api_identity(),
+        grace_seconds=0,
+    )
     assert report.failed == (run.run_id,)
     left = client.get_logged_model(pending)
     assert left.status == "FAILED" and left.tags[MODEL_FAILURE_TAG].startswith("flow run Crashed")
@@ -453,7 +465,11 @@ def test_sigkill_mid_upload_hooks_and_reconcile_leave_the_model_failed(
                 uuid.UUID(ids[1]["flow_run_id"]), states.Crashed(), force=True
             )
         report = reconcile_runs(
-            read_flow_run_states, experiments[1], tracking_uri=mlflow_server.url
+            read_flow_run_states,
+            experiments[1],
+            tracking_uri=mlflow_server.url,
+            prefect_api=prefect_api_identity(),
+            grace_seconds=0,
         )
         assert report.failed == (ids[1]["run_id"],) and report.errors == ()
         reconciled = client.get_logged_model(pending[1][0].model_id)
@@ -462,7 +478,11 @@ def test_sigkill_mid_upload_hooks_and_reconcile_leave_the_model_failed(
         # a second pass and the hooks again change nothing
         assert (
             reconcile_runs(
-                read_flow_run_states, experiments[1], tracking_uri=mlflow_server.url
+                read_flow_run_states,
+                experiments[1],
+                tracking_uri=mlflow_server.url,
+                prefect_api=prefect_api_identity(),
+                grace_seconds=0,
             ).ended
             == ()
         )
