@@ -31,8 +31,10 @@ demo: .venv/.synced
 demo-small: .venv/.synced
 	.venv/bin/python flows/demo.py
 
+# two workers (each with its own Prefect API and SQLite-backed mlflow server); the tests of
+# each other expensive server share a worker (tests/conftest.py SERVER_GROUPS)
 test: .venv/.synced
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n 2 --dist loadgroup
 
 lint: .venv/.synced
 	.venv/bin/ruff check tracking_tasks flows tests bench

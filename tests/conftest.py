@@ -26,6 +26,8 @@ os.environ["DO_NOT_TRACK"] = "1"
 # a temporary Prefect server migrating a fresh database takes 20-30 s on 2 busy cores
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tt-prefect-home-"))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker process: a home of its own
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tt-prefect-home-")
 for _name in [n for n in os.environ if n.startswith("MLFLOW_")]:
     del os.environ[_name]  # the suite decides where it tracks
 
@@ -87,6 +89,28 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         indirect=True,
         scope="session",
     )
+
+
+#: Session fixtures that start an expensive server of their own: the tests using one run
+#: on one worker (``make test`` runs two, ``--dist loadgroup``), so each starts once.
+SERVER_GROUPS = {
+    "prefect_server": "prefect-server",
+    "postgres_server": "postgres",
+    "auth_mlflow_server": "auth-server",
+    "azure_standin": "azure",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put each test that uses an expensive session server in that server's xdist group
+    (the ``[postgres]`` copies of ``backends`` tests join the postgres group)."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        groups = [group for fixture, group in SERVER_GROUPS.items() if fixture in names]
+        if "postgres" in getattr(getattr(item, "callspec", None), "id", ""):
+            groups.append("postgres")  # a [postgres] copy, or the PostgreSQL docs page
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups[0]))
 
 
 @pytest.fixture(scope="session")
