@@ -97,6 +97,7 @@ SERVER_GROUPS = {
     "prefect_server": "prefect-server",
     "postgres_server": "postgres",
     "auth_mlflow_server": "auth-server",
+    "workspace_mlflow_server": "workspace-server",
     "azure_standin": "azure",
 }
 
