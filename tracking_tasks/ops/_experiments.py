@@ -12,7 +12,7 @@ from tracking_tasks.errors import (
     mlflow_errors,
 )
 from tracking_tasks.ops._client import get_client
-from tracking_tasks.urls import redact_uri
+from tracking_tasks.ops._workspaces import place_of
 
 #: Experiments asked for per ``search_experiments`` request.
 PAGE_SIZE = 1000
@@ -53,8 +53,8 @@ def ensure_experiment(
 
     client = get_client(tracking_uri, registry_uri, workspace=workspace)
     with mlflow_errors(
-        f"could not find, create or restore experiment {name!r} on {redact_uri(tracking_uri)}"
-        + _in(workspace),
+        f"could not find, create or restore experiment {name!r} on "
+        f"{place_of(tracking_uri, workspace)}",
         default=ExperimentSetupError,
     ):
         experiment = client.get_experiment_by_name(name)
@@ -70,10 +70,6 @@ def ensure_experiment(
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return str(experiment.experiment_id)
-
-
-def _in(workspace: str | None) -> str:
-    return f" in workspace {workspace!r}" if workspace else ""
 
 
 def experiment_ids(
@@ -103,14 +99,14 @@ def experiment_ids(
     ids = []
     for name in names:
         with mlflow_errors(
-            f"could not look up experiment {name!r} on {redact_uri(tracking_uri)}" + _in(workspace),
+            f"could not look up experiment {name!r} on {place_of(tracking_uri, workspace)}",
             default=RunSearchError,
         ):
             experiment = client.get_experiment_by_name(name)
         if experiment is None or experiment.lifecycle_stage == "deleted":
             state = "is deleted" if experiment is not None else "does not exist"
             raise ExperimentNotFoundError(
-                f"experiment {name!r} {state} on {redact_uri(tracking_uri)}{_in(workspace)}: "
+                f"experiment {name!r} {state} on {place_of(tracking_uri, workspace)}: "
                 "check the name (setup_mlflow creates it), the tracking URI and the workspace"
             )
         ids.append(str(experiment.experiment_id))
@@ -139,7 +135,7 @@ def all_experiment_ids(tracking_uri: str, *, workspace: str | None = None) -> li
     ids: list[str] = []
     token: str | None = None
     with mlflow_errors(
-        f"could not list the experiments on {redact_uri(tracking_uri)}{_in(workspace)}",
+        f"could not list the experiments on {place_of(tracking_uri, workspace)}",
         default=RunSearchError,
     ):
         while True:

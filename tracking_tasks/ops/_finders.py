@@ -1,9 +1,8 @@
 """Finding runs: paged search, the best run, a run by config hash, a flow run's runs.
 
 Every finder checks its arguments with MLflow's own grammar and resolves the server and
-experiments before the first search request; the Prefect tasks of the same names
-(``tracking_tasks.find_mlflow_runs``...) wrap these functions; they ask the server on
-every call (``tasks.allow_stale`` opts in to a cache).
+experiments before the first search request. The tasks of the same names wrap them and
+ask the server on every call too (``tasks.allow_stale`` opts in to a cache).
 """
 
 from __future__ import annotations
@@ -46,8 +45,8 @@ from tracking_tasks.ops._scope import (
     search,
 )
 from tracking_tasks.ops._setup import check_reachable
+from tracking_tasks.ops._workspaces import place_of
 from tracking_tasks.tags import CONFIG_HASH_TAG, FLOW_RUN_TAG, STAGE_TAG, parse_flow_run_id
-from tracking_tasks.urls import redact_uri
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -403,13 +402,11 @@ def get_run_summary(
     uri = resolve_tracking_uri(tracking_uri, credentials=credentials)
     apply_credentials(credentials, uri)
     space = resolve_workspace(workspace, credentials=credentials, tracking_uri=uri)
-    where = redact_uri(uri) + (f" in workspace {space!r}" if space else "")
-    check_reachable(
-        uri, f"could not read run {run_id!r} on {redact_uri(uri)}", error=RunSearchError
-    )
+    place = place_of(uri, space)
+    check_reachable(uri, f"could not read run {run_id!r} on {place}", error=RunSearchError)
     try:
         with mlflow_errors(
-            f"could not read run {run_id!r} on {where}",
+            f"could not read run {run_id!r} on {place}",
             default=RunSearchError,
             not_found=RunNotFoundError,
             invalid=RunNotFoundError,
@@ -417,7 +414,7 @@ def get_run_summary(
             run = get_client(uri, workspace=space).get_run(run_id)
     except RunNotFoundError as exc:
         raise RunNotFoundError(
-            f"MLflow run {run_id!r} does not exist on {where}: check the run id, the "
+            f"MLflow run {run_id!r} does not exist on {place}: check the run id, the "
             "tracking URI and the workspace"
         ) from exc.__cause__
     return RunSummary.from_run(run, uri, space)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from tracking_tasks.errors import LoggedModelError, TrackingTasksError, mlflow_errors
 from tracking_tasks.ops._client import get_client
-from tracking_tasks.ops._filters import attribute_in
 from tracking_tasks.ops._lifecycle import RunLocation
+from tracking_tasks.ops._model_filters import attribute_in
 from tracking_tasks.ops._scope import follow_pages
 from tracking_tasks.tags import MODEL_FAILURE_TAG
 from tracking_tasks.urls import redact_uri

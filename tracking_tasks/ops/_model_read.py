@@ -1,5 +1,6 @@
-"""Reading one logged model: its summary by id, or the model itself, loaded as pyfunc with
-the library's verified download (no global tracking URI)."""
+"""Reading one logged model: the model a ``models:/`` URI names, its summary by id, or the
+model itself, loaded as pyfunc with the library's verified download (no global tracking
+URI)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ from tracking_tasks.handles import ModelRef
 from tracking_tasks.ops._artifacts.download import download_with
 from tracking_tasks.ops._artifacts.http_transport import open_transport
 from tracking_tasks.ops._client import get_client
-from tracking_tasks.ops._model_registry import model_id_of
+from tracking_tasks.ops._model_registry import (
+    LOGGED_MODEL_SOURCE,
+    get_model_version,
+    latest_model_version,
+)
 from tracking_tasks.ops._model_search import ModelSummary
 from tracking_tasks.tags import MODEL_FAILURE_TAG
 from tracking_tasks.urls import redact_uri
@@ -35,6 +40,78 @@ if TYPE_CHECKING:
 #: from a local artifact store (the embedded default) adds ``registered_model_meta`` to
 #: the stored folder (``ModelsArtifactRepository.download_artifacts``).
 MLFLOW_WRITES_INTO_MODELS = frozenset({"registered_model_meta"})
+
+
+def model_id_of(
+    uri: str,
+    tracking_uri: str,
+    registry_uri: str | None,
+    credentials: CredentialsLocation | None = None,
+    workspace: str | None = None,
+) -> str:
+    """The logged model a ``models:/`` URI (or a bare model id) names.
+
+    Args:
+        uri: ``models:/<model id>``, ``models:/<name>@<alias>``, ``models:/<name>/<version>``
+            (``latest`` allowed), or a model id.
+        tracking_uri: The resolved tracking URI.
+        registry_uri: The registry URI, if it differs.
+        credentials: Credentials for the server, if any.
+        workspace: The MLflow workspace the registered model is in, if any.
+
+    Returns:
+        The model id.
+
+    Raises:
+        InvalidArgumentError: not a models:/ URI or model id.
+        ModelNotFoundError: the version or alias does not exist, or the version was
+            registered from something other than a logged model.
+
+    Example:
+        >>> model_id_of("models:/m-0123", "sqlite:///mlflow.db", None)
+        'm-0123'
+    """
+    rest = uri.removeprefix(LOGGED_MODEL_SOURCE)
+    if rest == uri and ("/" in uri or ":" in uri):
+        raise InvalidArgumentError(
+            f"{uri!r} names no model: write models:/<model id>, models:/<name>@<alias> or "
+            "models:/<name>/<version>"
+        )
+    if "@" in rest:
+        name, _, alias = rest.partition("@")
+        found = get_model_version(
+            name,
+            alias=alias,
+            tracking_uri=tracking_uri,
+            registry_uri=registry_uri,
+            credentials=credentials,
+            workspace=workspace,
+        )
+    elif "/" in rest:
+        name, _, number = rest.partition("/")
+        found = (
+            latest_model_version(
+                name, tracking_uri=tracking_uri, registry_uri=registry_uri, workspace=workspace
+            )
+            if number == "latest"
+            else get_model_version(
+                name,
+                version=number,
+                tracking_uri=tracking_uri,
+                registry_uri=registry_uri,
+                credentials=credentials,
+                workspace=workspace,
+            )
+        )
+    else:
+        return rest
+    if found.model_id is None:
+        raise ModelNotFoundError(
+            f"version {found.version} of {found.name!r} was registered from {found.source}, "
+            "not from a logged model: MLflow cannot load it as a model. Register a logged "
+            "model (log_model, then register_model)"
+        )
+    return found.model_id
 
 
 def get_model_summary(

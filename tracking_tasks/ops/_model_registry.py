@@ -22,13 +22,15 @@ from tracking_tasks.errors import (
 )
 from tracking_tasks.handles import ModelRef, RunRef
 from tracking_tasks.ops._client import get_client
-from tracking_tasks.ops._filters import model_version_filter
+from tracking_tasks.ops._model_filters import model_version_filter
+from tracking_tasks.ops._workspaces import place_of
 from tracking_tasks.urls import redact_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-_LOGGED_MODEL_SOURCE = "models:/"
+#: A version source naming a logged model: ``models:/<model id>``.
+LOGGED_MODEL_SOURCE = "models:/"
 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
@@ -130,8 +132,8 @@ class ModelVersion(BaseModel):
     @property
     def model_id(self) -> str | None:
         """The logged model it was made from (a ``models:/<model id>`` source), else None."""
-        if self.source.startswith(_LOGGED_MODEL_SOURCE) and "/" not in self.source[8:]:
-            return self.source[len(_LOGGED_MODEL_SOURCE) :] or None
+        if self.source.startswith(LOGGED_MODEL_SOURCE) and "/" not in self.source[8:]:
+            return self.source[len(LOGGED_MODEL_SOURCE) :] or None
         return None
 
     @property
@@ -206,9 +208,9 @@ def register_model(
         credentials=model.credentials,
         workspace=model.workspace,
     )
-    where = redact_uri(model.registry_uri or model.tracking_uri)
+    place = place_of(model.registry_uri or model.tracking_uri, model.workspace)
     with mlflow_errors(
-        f"could not register {model.uri} as model {name!r} on {where}", default=ModelRegistryError
+        f"could not register {model.uri} as model {name!r} on {place}", default=ModelRegistryError
     ):
         _ensure_registered_model(client, name)
         found = client.search_model_versions(model_version_filter(name, source=model.uri))
@@ -343,78 +345,6 @@ def set_model_alias(version: ModelVersion, alias: str) -> ModelVersion:
     return version.model_copy(update={"aliases": aliases})
 
 
-def model_id_of(
-    uri: str,
-    tracking_uri: str,
-    registry_uri: str | None,
-    credentials: CredentialsLocation | None = None,
-    workspace: str | None = None,
-) -> str:
-    """The logged model a ``models:/`` URI (or a bare model id) names.
-
-    Args:
-        uri: ``models:/<model id>``, ``models:/<name>@<alias>``, ``models:/<name>/<version>``
-            (``latest`` allowed), or a model id.
-        tracking_uri: The resolved tracking URI.
-        registry_uri: The registry URI, if it differs.
-        credentials: Credentials for the server, if any.
-        workspace: The MLflow workspace the registered model is in, if any.
-
-    Returns:
-        The model id.
-
-    Raises:
-        InvalidArgumentError: not a models:/ URI or model id.
-        ModelNotFoundError: the version or alias does not exist, or the version was
-            registered from something other than a logged model.
-
-    Example:
-        >>> model_id_of("models:/m-0123", "sqlite:///mlflow.db", None)
-        'm-0123'
-    """
-    rest = uri.removeprefix(_LOGGED_MODEL_SOURCE)
-    if rest == uri and ("/" in uri or ":" in uri):
-        raise InvalidArgumentError(
-            f"{uri!r} names no model: write models:/<model id>, models:/<name>@<alias> or "
-            "models:/<name>/<version>"
-        )
-    if "@" in rest:
-        name, _, alias = rest.partition("@")
-        found = get_model_version(
-            name,
-            alias=alias,
-            tracking_uri=tracking_uri,
-            registry_uri=registry_uri,
-            credentials=credentials,
-            workspace=workspace,
-        )
-    elif "/" in rest:
-        name, _, number = rest.partition("/")
-        found = (
-            latest_model_version(
-                name, tracking_uri=tracking_uri, registry_uri=registry_uri, workspace=workspace
-            )
-            if number == "latest"
-            else get_model_version(
-                name,
-                version=number,
-                tracking_uri=tracking_uri,
-                registry_uri=registry_uri,
-                credentials=credentials,
-                workspace=workspace,
-            )
-        )
-    else:
-        return rest
-    if found.model_id is None:
-        raise ModelNotFoundError(
-            f"version {found.version} of {found.name!r} was registered from {found.source}, "
-            "not from a logged model: MLflow cannot load it as a model. Register a logged "
-            "model (log_model, then register_model)"
-        )
-    return found.model_id
-
-
 def latest_model_version(
     name: str,
     *,
@@ -446,14 +376,14 @@ def latest_model_version(
     """
     uri = resolve_tracking_uri(tracking_uri)
     workspace = resolve_workspace(workspace)
-    where = redact_uri(registry_uri or uri) + (f" in workspace {workspace!r}" if workspace else "")
-    with mlflow_errors(f"could not read model {name!r} on {where}", default=ModelRegistryError):
+    place = place_of(registry_uri or uri, workspace)
+    with mlflow_errors(f"could not read model {name!r} on {place}", default=ModelRegistryError):
         versions = get_client(uri, registry_uri, workspace=workspace).search_model_versions(
             model_version_filter(name)
         )
     if not versions:
         raise ModelNotFoundError(
-            f"registered model {name!r} has no version on {where}: register one first "
+            f"registered model {name!r} has no version on {place}: register one first "
             "(track_conversion(..., register_as=...))"
         )
     newest = max(versions, key=lambda v: int(v.version))

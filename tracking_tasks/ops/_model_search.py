@@ -20,7 +20,7 @@ from tracking_tasks.errors import (
 )
 from tracking_tasks.handles import ModelRef
 from tracking_tasks.ops._client import get_client
-from tracking_tasks.ops._filters import (
+from tracking_tasks.ops._model_filters import (
     check_model_filter,
     check_model_order_by,
     check_model_status,

@@ -24,7 +24,7 @@ from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops._artifacts.transport import Destination
 from tracking_tasks.ops._artifacts.upload import upload_to
 from tracking_tasks.ops._client import get_client
-from tracking_tasks.ops._filters import and_, attribute_in, tag_equals
+from tracking_tasks.ops._filters import and_, tag_equals
 from tracking_tasks.ops._logging import send_batch
 from tracking_tasks.ops._model_files import (
     Requirements,
@@ -32,6 +32,7 @@ from tracking_tasks.ops._model_files import (
     save_model_locally,
     stamp_model_folder,
 )
+from tracking_tasks.ops._model_filters import attribute_in
 from tracking_tasks.ops._model_lifecycle import failure_reason, finalize_failed
 from tracking_tasks.ops._model_metrics import model_metrics
 from tracking_tasks.tags import MODEL_FAILURE_TAG, MODEL_IDENTITY_TAG

@@ -30,6 +30,7 @@ from typing import Any
 from tracking_tasks._private_apis import request_workspace
 from tracking_tasks._validation import check_workspace_name
 from tracking_tasks.handles import RunRef, RunSummary, TrackingContext
+from tracking_tasks.urls import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +153,13 @@ def _name_plugin() -> None:
                 "on its own threads carry no MLflow workspace header",
                 AUTH_VAR,
             )
+
+
+def place_of(uri: str, workspace: str | None = None) -> str:
+    """The place a message names: the server's URI, redacted, and the workspace, if any.
+
+    Example:
+        >>> place_of("http://u:p@127.0.0.1:5000", "team-a")
+        "http://***@127.0.0.1:5000 in workspace 'team-a'"
+    """
+    return redact_uri(uri) + (f" in workspace {workspace!r}" if workspace else "")
