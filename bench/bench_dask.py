@@ -139,7 +139,7 @@ def main() -> None:
                     objective,
                     trials,
                     metric="score",
-                    tracking=TrackingConfig(experiment_name=experiment, tracking_uri=uri),
+                    context=TrackingConfig(experiment_name=experiment, tracking_uri=uri),
                 )
                 assert len(result.trials) == args.trials and result.best is not None
 

@@ -99,7 +99,7 @@ def main() -> None:
             result = track_sweep(
                 objective,
                 metric="value",
-                tracking=TrackingConfig(experiment_name=experiment, tracking_uri=uri),
+                context=TrackingConfig(experiment_name=experiment, tracking_uri=uri),
                 study=study(),
                 n_trials=n_trials,
                 max_concurrency=PARALLEL,

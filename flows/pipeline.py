@@ -201,7 +201,7 @@ def pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # no
         objective,
         metric="val_accuracy",
         mode="max",
-        tracking=ctx,
+        context=ctx,
         sampler=sampler,
         search_space={
             "alpha": optuna.distributions.FloatDistribution(

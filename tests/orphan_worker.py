@@ -81,7 +81,7 @@ def orphan_worker(point: str, name: str, markers: str, tracking_uri: str, experi
                 reached(where, name, trial_run_id=log.run.run_id)
             return {"score": float(params["i"])}
 
-        track_sweep(objective, [{"i": 0}, {"i": 1}], metric="score", tracking=ctx)
+        track_sweep(objective, [{"i": 0}, {"i": 1}], metric="score", context=ctx)
         return
     run = create_mlflow_run(ctx, run_name=f"{point}-{name}")
     if point == "setup":

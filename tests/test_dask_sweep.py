@@ -76,7 +76,7 @@ def test_dask_sweep_32_trials_each_run_holds_exactly_its_own_params_and_metrics(
 
     @flow(**mlflow_state_hooks())
     def hpo() -> Any:
-        return sweep(objective, trials, metric="score", tracking=setup_mlflow(tracking_config))
+        return sweep(objective, trials, metric="score", context=setup_mlflow(tracking_config))
 
     state = hpo(return_state=True)
     assert state.is_completed(), state.message
@@ -134,7 +134,7 @@ def test_dask_sweep_that_fails_ends_every_run_opened_on_the_workers(
     @flow(**mlflow_state_hooks())
     def hpo() -> Any:
         trials = [{"i": i} for i in range(4)]
-        return sweep(doomed, trials, metric="score", tracking=setup_mlflow(tracking_config))
+        return sweep(doomed, trials, metric="score", context=setup_mlflow(tracking_config))
 
     state = hpo(return_state=True)
     assert state.is_failed()
@@ -163,7 +163,7 @@ def test_dask_sweep_refuses_an_objective_that_cannot_travel_before_writing(
 
     @flow
     def hpo() -> Any:
-        return sweep(holds_a_lock, [{"i": 0}], metric="score", tracking=tracking_config)
+        return sweep(holds_a_lock, [{"i": 0}], metric="score", context=tracking_config)
 
     with pytest.raises(InvalidArgumentError, match="cannot be pickled") as info:
         hpo()
@@ -183,7 +183,7 @@ def test_dask_sweep_in_an_mlflow_workspace_writes_every_trial_there(
     @flow(**mlflow_state_hooks())
     def hpo() -> Any:
         ctx = setup_mlflow(experiment_name=name, tracking_uri=url, workspace="team-b")
-        return sweep(objective, trials, metric="score", tracking=ctx)
+        return sweep(objective, trials, metric="score", context=ctx)
 
     state = hpo(return_state=True)
     assert state.is_completed(), state.message

@@ -139,10 +139,10 @@ def _cases(
         ("one latency sample", lambda: latency_summary([0.1]),
          e.InvalidArgumentError, "at least 2"),
         ("sweep without trials", lambda: _in_flow(lambda: track_sweep(
-            lambda p, log: {"m": 1.0}, [], metric="m", tracking=ctx)),
+            lambda p, log: {"m": 1.0}, [], metric="m", context=ctx)),
          e.InvalidArgumentError, "at least one trial"),
         ("every trial fails", lambda: _in_flow(lambda: track_sweep(
-            _failing_objective, [{"x": 1}], metric="m", tracking=ctx)),
+            _failing_objective, [{"x": 1}], metric="m", context=ctx)),
          e.SweepFailedError, "no trial"),
         ("training returns text", lambda: _in_flow(lambda: track_training(
             lambda stage: "done", {"x": 1}, ctx)), e.StageOutputError, "str"),

@@ -71,7 +71,7 @@ def test_twenty_trials_four_at_a_time_pruned_and_failed_run_by_run(
         return track_sweep(
             objective,
             metric="score",
-            tracking=ctx,
+            context=ctx,
             study=study,
             search_space=SPACE,
             n_trials=20,
@@ -148,7 +148,7 @@ def test_retried_sweep_resumes_the_study_without_duplicates(
         return track_sweep.with_options(retries=1, retry_delay_seconds=0)(
             objective,
             metric="loss",
-            tracking=ctx,
+            context=ctx,
             study=study,
             search_space={"x": SPACE["x"]},
             n_trials=12,
@@ -178,7 +178,7 @@ def test_retried_sweep_resumes_the_study_without_duplicates(
     def more() -> Any:
         again = optuna.load_study(study_name="resume-me", storage=storage)
         return track_sweep(
-            objective, metric="loss", tracking=tracking_config, study=again, n_trials=15
+            objective, metric="loss", context=tracking_config, study=again, n_trials=15
         )
 
     later = more()
@@ -198,7 +198,7 @@ def test_a_sampler_makes_a_study_and_mode_must_agree(tracking_config: TrackingCo
             objective,
             metric="k",
             mode="min",
-            tracking=tracking_config,
+            context=tracking_config,
             sampler=optuna.samplers.GridSampler({"k": [0, 1, 2, 3]}),
             n_trials=4,
             max_concurrency=1,
@@ -214,7 +214,7 @@ def test_a_sampler_makes_a_study_and_mode_must_agree(tracking_config: TrackingCo
             objective,
             metric="k",
             mode="min",
-            tracking=tracking_config,
+            context=tracking_config,
             study=maximising,
             n_trials=1,
         )
@@ -224,7 +224,7 @@ def test_a_sampler_makes_a_study_and_mode_must_agree(tracking_config: TrackingCo
 
     @flow
     def no_count() -> Any:
-        return track_sweep(objective, metric="k", tracking=tracking_config, study=maximising)
+        return track_sweep(objective, metric="k", context=tracking_config, study=maximising)
 
     with pytest.raises(InvalidArgumentError, match="n_trials"):
         no_count()
@@ -249,7 +249,7 @@ def test_a_trial_a_dead_attempt_left_running_is_asked_again(
         return track_sweep(
             objective,
             metric="x",
-            tracking=tracking_config,
+            context=tracking_config,
             study=study,
             search_space={"x": SPACE["x"]},
             n_trials=3,

@@ -103,9 +103,9 @@ def test_list_and_optuna_sweeps_summarise_themselves_the_same_way(
     @flow(**mlflow_state_hooks())
     def sweeps() -> tuple[Any, Any]:
         ctx = setup_mlflow(tracking_config)
-        one = track_sweep(listed, [{"C": 0.5}, {"C": 1.0}, {"C": -1.0}], "acc", tracking=ctx)
+        one = track_sweep(listed, [{"C": 0.5}, {"C": 1.0}, {"C": -1.0}], "acc", context=ctx)
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
-        two = track_sweep(drawn, metric="acc", tracking=ctx, study=study, n_trials=3)
+        two = track_sweep(drawn, metric="acc", context=ctx, study=study, n_trials=3)
         return one, two
 
     listed_result, optuna_result = sweeps()

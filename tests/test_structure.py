@@ -134,7 +134,14 @@ LONG_MODULES = {
 #: it) is the one credentials module on Prefect.
 LAYERS: tuple[tuple[str, ...], ...] = (
     (
-        "_version", "_private_apis", "errors", "tags", "hashing", "urls", "_validation", "_status",
+        "_version",
+        "_private_apis",
+        "errors",
+        "tags",
+        "hashing",
+        "urls",
+        "_validation",
+        "_status",
         "_cli_text",
     ),
     ("handles", "config", "_environment"),

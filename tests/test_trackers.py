@@ -128,7 +128,7 @@ def test_sweep_eight_concurrent_trials_none_crossed(tracking_config: TrackingCon
 
     @flow(**mlflow_state_hooks())
     def hpo() -> Any:
-        return track_sweep(objective, trials, metric="score", mode="max", tracking=tracking_config)
+        return track_sweep(objective, trials, metric="score", mode="max", context=tracking_config)
 
     state = hpo(return_state=True)
     result = state.result()
@@ -167,7 +167,7 @@ def test_sweep_survives_a_failed_trial_and_ties_go_to_the_earliest(
     @flow(**mlflow_state_hooks())
     def hpo() -> Any:
         trials = [{"bad": True, "k": 0}, {"bad": False, "k": 1}, {"bad": False, "k": 2}]
-        return track_sweep(objective, trials, metric="loss", mode="min", tracking=tracking_config)
+        return track_sweep(objective, trials, metric="loss", mode="min", context=tracking_config)
 
     result = hpo()
     runs = _by_name(tracking_config)
@@ -184,7 +184,7 @@ def test_sweep_fails_when_every_trial_fails(tracking_config: TrackingConfig) -> 
 
     @flow(**mlflow_state_hooks())
     def hpo() -> Any:
-        return track_sweep(objective, [{"a": 1}, {"a": 2}], metric="loss", tracking=tracking_config)
+        return track_sweep(objective, [{"a": 1}, {"a": 2}], metric="loss", context=tracking_config)
 
     state = hpo(return_state=True)
     assert state.is_failed()

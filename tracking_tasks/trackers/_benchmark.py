@@ -118,7 +118,7 @@ def machine_tags() -> dict[str, str]:
 def track_benchmark(
     bench_fn: Callable[[Any], Any],
     config: Any = None,
-    tracking: TrackingContext | TrackingConfig | None = None,
+    context: TrackingContext | TrackingConfig | None = None,
     *,
     model_run: RunRef | str | None = None,
     run_name: str = "benchmark",
@@ -133,7 +133,7 @@ def track_benchmark(
     Args:
         bench_fn: The benchmark function; gets a ``StageContext``.
         config: Benchmark config (pydantic model or mapping), logged as params.
-        tracking: A ``TrackingContext`` or ``TrackingConfig``.
+        context: Where to track: a ``TrackingContext`` or ``TrackingConfig``.
         model_run: The run of the model under test (tagged as lineage).
         run_name: The MLflow run name.
 
@@ -154,7 +154,7 @@ def track_benchmark(
     """
     cfg = config_dict(config)
     lineage = lineage_tags({"model": model_run})
-    run = open_stage_run("benchmark", tracking, cfg, run_name, tags=lineage)
+    run = open_stage_run("benchmark", context, cfg, run_name, tags=lineage)
     value: Any = run_stage_function("benchmark", bench_fn, run, cfg, lineage)
     out = value if isinstance(value, BenchmarkOutput) else BenchmarkOutput(latencies_s=list(value))
     summary = latency_summary(out.latencies_s, out.batch_size)

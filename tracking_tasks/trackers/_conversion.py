@@ -85,7 +85,7 @@ def _size(path: Path) -> int:
 def track_conversion(
     convert_fn: Callable[[Any], ConversionOutput],
     config: Any = None,
-    tracking: TrackingContext | TrackingConfig | None = None,
+    context: TrackingContext | TrackingConfig | None = None,
     *,
     source_run: RunRef | str | None = None,
     run_name: str = "conversion",
@@ -105,7 +105,7 @@ def track_conversion(
     Args:
         convert_fn: The conversion function; gets a ``StageContext``.
         config: Conversion params (pydantic model or mapping), logged as params.
-        tracking: A ``TrackingContext`` or ``TrackingConfig``.
+        context: Where to track: a ``TrackingContext`` or ``TrackingConfig``.
         source_run: The run of the model converted (tagged as lineage).
         run_name: The MLflow run name.
         artifact_path: Where the converted model goes under the run's artifacts.
@@ -126,7 +126,7 @@ def track_conversion(
     """
     cfg = config_dict(config)
     lineage = lineage_tags({"source": source_run})
-    run = open_stage_run("conversion", tracking, cfg, run_name, tags=lineage)
+    run = open_stage_run("conversion", context, cfg, run_name, tags=lineage)
     output: Any = run_stage_function("conversion", convert_fn, run, cfg, lineage)
     if not isinstance(output, ConversionOutput):
         raise StageOutputError(

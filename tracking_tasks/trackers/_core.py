@@ -133,7 +133,7 @@ def lineage_tags(lineage: Mapping[str, RunRef | str | None]) -> dict[str, str]:
 
 def open_stage_run(
     stage: str,
-    tracking: TrackingContext | TrackingConfig | None,
+    context: TrackingContext | TrackingConfig | None,
     config: dict[str, Any],
     run_name: str | None,
     *,
@@ -148,7 +148,7 @@ def open_stage_run(
     ``resume_run_id``: a run an earlier flow run opened for this stage, reopened instead
     (its params are then the caller's to log: MLflow refuses to change one).
     """
-    ctx = resolve_context(tracking)
+    ctx = resolve_context(context)
     run = create_mlflow_run(
         ctx,
         run_name=stage_run_name(stage, run_name),

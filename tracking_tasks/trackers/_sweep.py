@@ -83,7 +83,7 @@ def track_sweep(
     trials: Sequence[Mapping[str, Any]] | None = None,
     metric: str | None = None,
     mode: Literal["max", "min"] | None = None,
-    tracking: TrackingContext | TrackingConfig | None = None,
+    context: TrackingContext | TrackingConfig | None = None,
     *,
     study: Any = None,
     sampler: Any = None,
@@ -134,7 +134,7 @@ def track_sweep(
         trials: The params of each trial (a list sweep).
         metric: The metric to rank trials by (Optuna: the value the study optimises).
         mode: ``max`` (default) or ``min``; for Optuna, the study's direction.
-        tracking: A ``TrackingContext`` or ``TrackingConfig``.
+        context: Where to track: a ``TrackingContext`` or ``TrackingConfig``.
         study: An ``optuna.Study`` (its sampler and storage are used as they are).
         sampler: An Optuna sampler, for a new in-memory study (``mode`` gives its direction).
         search_space: Param name -> Optuna distribution, drawn before the objective runs.
@@ -178,7 +178,7 @@ def track_sweep(
             "study (or sampler) with n_trials"
         )
     check_travels(objective, "objective")
-    context = resolve_context(tracking)
+    context = resolve_context(context)
     if optuna_sweep:
         return _optuna_sweep(
             objective,

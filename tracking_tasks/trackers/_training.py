@@ -67,7 +67,7 @@ def finish_stage(stage: str, run: RunRef, output: StageOutput, artifact_path: st
 def track_training(
     train_fn: Callable[[StageContext], Any],
     config: Any = None,
-    tracking: TrackingContext | TrackingConfig | None = None,
+    context: TrackingContext | TrackingConfig | None = None,
     *,
     run_name: str = "training",
     sweep_run: RunRef | str | None = None,
@@ -84,7 +84,7 @@ def track_training(
     Args:
         train_fn: ``train_fn(stage) -> StageOutput | {metric: value} | None``.
         config: The training config (pydantic model or mapping), logged as params.
-        tracking: A ``TrackingContext`` or ``TrackingConfig`` (None: environment/default).
+        context: Where to track: a ``TrackingContext`` or ``TrackingConfig`` (None: environment/default).
         run_name: The MLflow run name.
         sweep_run: The sweep run the config came from (tagged as lineage).
         trial_run: The trial run the config came from (tagged as lineage).
@@ -109,7 +109,7 @@ def track_training(
     """
     cfg = config_dict(config)
     lineage = lineage_tags({"sweep": sweep_run, "trial": trial_run})
-    run = open_stage_run("training", tracking, cfg, run_name, tags=lineage)
+    run = open_stage_run("training", context, cfg, run_name, tags=lineage)
     output = normalise_output(
         run_stage_function("training", train_fn, run, cfg, lineage), "training"
     )
