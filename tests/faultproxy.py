@@ -361,6 +361,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if key is not None and not token_is_valid(key, self.headers.get("Authorization")):
             self.server.policy.note_refused_token()
             self._drain(self._body_length())
+            if self.server.policy.fault == "slow":  # refusals overlap, as on a slow link
+                time.sleep(self.server.policy.slow_seconds)
             message = {"error_code": "UNAUTHENTICATED", "message": "faultproxy: token refused"}
             self._answer(401, json.dumps(message).encode())
             return

@@ -178,7 +178,7 @@ def test_flow_tracks_through_an_ml_client(
     assert ctx.tracking_uri == mlflow_server.url  # plain strings only
     assert set(ctx.model_dump()) == {
         "tracking_uri", "registry_uri", "experiment_id", "experiment_name", "config_hash",
-        "default_tags", "credentials",
+        "default_tags", "credentials", "workspace",
     }  # fmt: skip
     assert ctx.credentials is None  # at most a saved block's name; none here
     stored = MlflowClient(mlflow_server.url).get_run(run.run_id)

@@ -213,6 +213,8 @@ def test_concurrent_refusals_of_one_token_share_one_fetch(
     runs = [create_mlflow_run(ctx, f"r{i}") for i in range(8)]
     before = provider.fetches
     time.sleep(2.5)  # every request now goes out with a dead token
+    # each refusal takes a second to arrive, so the eight overlap however busy the machine
+    gate.set(fault="slow", slow_seconds=1.0, match=r"^POST .*/runs/log-batch")
     start = threading.Barrier(len(runs))
 
     def log(run: Any) -> None:

@@ -30,7 +30,7 @@ from tracking_tasks.azure_ml import get_azure_tracking_uri
 from tracking_tasks.ops import _finders as search
 from tracking_tasks.ops import _lifecycle as lifecycle
 from tracking_tasks.ops import _runs as runs
-from tracking_tasks.ops._artifacts import download, upload
+from tracking_tasks.ops._artifacts import checkpoint, download, upload
 from tracking_tasks.ops._logging import log_metrics, log_params
 from tracking_tasks.ops._setup import setup_mlflow
 from tracking_tasks.trackers._benchmark import latency_summary
@@ -113,7 +113,7 @@ def _cases(
          e.UnsafeArtifactPathError, ".."),
         ("archive a file", lambda: upload.upload_artifacts(run, folder / "a.txt", archive=True),
          e.TrackingConfigError, "archive=True"),
-        ("config_dir missing", lambda: upload.log_best_checkpoint(run, folder, tmp / "none"),
+        ("config_dir missing", lambda: checkpoint.log_best_checkpoint(run, folder, tmp / "none"),
          e.LocalArtifactPathError, "config_dir"),
         ("download nothing", lambda: download.download_artifacts(run, "nothing", tmp / "d"),
          e.ArtifactNotFoundError, "nothing"),

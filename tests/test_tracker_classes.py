@@ -407,7 +407,9 @@ def test_honoured_arguments_reach_mlflow(tracking_config: TrackingConfig, tmp_pa
     with convert.start_conversion_run("onnx", "onnx_int8", None, None, None, None, "g2"):
         pass
     grouped = find_mlflow_runs(
-        experiment_name=experiment, filter_string=f"tags.`{GROUP_TAG}` = 'g2'"
+        experiment_name=experiment,
+        filter_string=f"tags.`{GROUP_TAG}` = 'g2'",
+        tracking_uri=tracking_config.tracking_uri,
     )
     assert sorted(r.info.run_name for r in grouped) == ["bench", "onnx", "train"]
 

@@ -109,12 +109,15 @@ def reconcile_table(report: Any, grace_seconds: float) -> str:
 #: functions become the flags that set them).
 _CLI_TERMS = (
     (
-        "check the name (setup_mlflow creates it) and the tracking URI",
-        "check -e/--experiment (a flow's setup_mlflow creates it) and --tracking-uri",
+        "check the name (setup_mlflow creates it), the tracking URI and the workspace",
+        "check -e/--experiment (a flow's setup_mlflow creates it), --tracking-uri and --workspace",
     ),
     ("that the tracking URI is right", "that --tracking-uri (else $MLFLOW_TRACKING_URI) is right"),
     ("the host in the tracking URI", "the host in --tracking-uri (else $MLFLOW_TRACKING_URI)"),
-    ("check the run id and the tracking URI", "check the run id and --tracking-uri"),
+    (
+        "check the run id, the tracking URI and the workspace",
+        "check the run id, --tracking-uri and --workspace",
+    ),
     ("(from the tracking_uri argument)", "(from --tracking-uri)"),
     ("tracking_uri '", "--tracking-uri '"),
     ("max_results ", "--max-results "),
@@ -131,8 +134,8 @@ def in_cli_terms(message: str) -> str:
         The message, its hints naming the command line's flags.
 
     Example:
-        >>> in_cli_terms("... check the run id and the tracking URI")
-        '... check the run id and --tracking-uri'
+        >>> in_cli_terms("... check the run id, the tracking URI and the workspace")
+        '... check the run id, --tracking-uri and --workspace'
     """
     for python, cli in _CLI_TERMS:
         message = message.replace(python, cli)

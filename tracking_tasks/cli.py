@@ -225,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
         report = reconcile_runs(
             read_flow_run_states,
             args.experiments,
-            prefect_api=prefect_api_identity(),
+            prefect_api=prefect_api_identity,  # asked once the tracking server answers
             tracking_uri=args.tracking_uri,
             workspace=args.workspace,
             dry_run=args.dry_run,

@@ -144,8 +144,10 @@ class ModelRef(BaseModel):
     Example:
         >>> ref = ModelRef(model_id="m-1f2e", name="digits", experiment_id="1",
         ...                source_run_id="abc", tracking_uri="http://127.0.0.1:5000")
-        >>> ref.uri, ref.url
-        ('models:/m-1f2e', 'http://127.0.0.1:5000/#/experiments/1/models/m-1f2e')
+        >>> ref.uri
+        'models:/m-1f2e'
+        >>> ref.url
+        'http://127.0.0.1:5000/#/experiments/1/models/m-1f2e?workflowType=machine_learning'
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

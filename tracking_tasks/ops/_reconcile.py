@@ -139,7 +139,7 @@ def reconcile_runs(
     flow_run_states: FlowRunStates,
     experiments: Experiments = None,
     *,
-    prefect_api: str,
+    prefect_api: str | Callable[[], str],
     tracking_uri: str | None = None,
     workspace: str | None = None,
     dry_run: bool = False,
@@ -184,7 +184,8 @@ def reconcile_runs(
             active experiment on the server, in the workspace).
         prefect_api: The ``prefect.api`` value of the runs this pass may end: the
             identity of the API ``flow_run_states`` reads (``reconcile_mlflow_runs`` and
-            the command line compute it).
+            the command line compute it), or a function giving it, called once the
+            tracking server has answered (so a dead server fails before Prefect starts).
         tracking_uri: Tracking URI (wins over a context's and the environment).
         workspace: MLflow workspace (default: the contexts', else ``$MLFLOW_WORKSPACE``).
         dry_run: Only report what would be ended; write nothing.
@@ -211,6 +212,9 @@ def reconcile_runs(
     scope = resolve_scope(
         experiments, tracking_uri=tracking_uri, all_when_unnamed=True, workspace=workspace
     )
+    if callable(prefect_api):
+        prefect_api = prefect_api()
+        _check_arguments(flow_run_states, prefect_api, grace_seconds)
     query = Query(scope, checked_filter(tag_exists(FLOW_RUN_TAG), status="RUNNING"))
     by_flow_run: dict[str, list[Run]] = defaultdict(list)
     left: dict[str, list[str]] = defaultdict(list)  # why -> run ids
@@ -303,7 +307,7 @@ def _check_arguments(flow_run_states: object, prefect_api: object, grace_seconds
             "flow_run_states must be a callable taking flow-run ids and returning "
             f"{{id: state type}}, not {type(flow_run_states).__name__}"
         )
-    if not isinstance(prefect_api, str) or not prefect_api.strip():
+    if not callable(prefect_api) and (not isinstance(prefect_api, str) or not prefect_api.strip()):
         raise InvalidArgumentError(
             "prefect_api must name the Prefect API whose runs this pass may end (the "
             "prefect.api tag's value, e.g. from tracking_tasks.tasks.prefect_api_identity())"

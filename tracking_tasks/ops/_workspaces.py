@@ -160,6 +160,6 @@ def place_of(uri: str, workspace: str | None = None) -> str:
 
     Example:
         >>> place_of("http://u:p@127.0.0.1:5000", "team-a")
-        "http://***@127.0.0.1:5000 in workspace 'team-a'"
+        "http://u:***@127.0.0.1:5000 in workspace 'team-a'"
     """
     return redact_uri(uri) + (f" in workspace {workspace!r}" if workspace else "")

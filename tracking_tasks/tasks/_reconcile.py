@@ -121,7 +121,7 @@ def reconcile_mlflow_runs(
     report = reconcile_runs(
         read_flow_run_states,
         experiments,
-        prefect_api=prefect_api_identity(),
+        prefect_api=prefect_api_identity,
         tracking_uri=tracking_uri,
         workspace=workspace if workspace is not None else getattr(block, "workspace", None),
         dry_run=dry_run,
