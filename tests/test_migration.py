@@ -162,3 +162,55 @@ def test_an_omitted_context_falls_back_to_the_environment(
     # another flow run with no setup of its own: the process's last
     assert resolve_context(None, flow_run_id="another-flow-run", memory=fresh) is mine
     assert resolve_context(last, flow_run_id="some-flow-run", memory=fresh) is last
+
+
+def test_with_blocks_in_threads_of_two_experiments_never_trip_on_each_others_setup(
+    mlflow_server: MlflowServer, tracking_config: TrackingConfig
+) -> None:
+    """Two experiments' setups point MLflow's process-wide fluent state in turn while
+    threads enter run blocks in both: ``mlflow.start_run`` checks the active experiment,
+    so a setup landing between a handle's pointing and its resume used to fail it with
+    "active experiment ID does not match"."""
+    base = str(tracking_config.experiment_name)
+    contexts = [
+        setup_mlflow(tracking_config.model_copy(update={"experiment_name": f"{base}-{i}"}))
+        for i in range(2)
+    ]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    logged: list[tuple[str, str]] = []
+
+    def repoint() -> None:
+        from tracking_tasks._environment import point_fluent_api
+
+        while not stop.is_set():
+            for ctx in contexts:
+                point_fluent_api(ctx)
+
+    def blocks(ctx: Any) -> None:
+        try:
+            for i in range(15):
+                with create_mlflow_run(ctx, run_name=f"b{i}") as run:
+                    mlflow.log_metric("i", float(i))
+                logged.append((ctx.experiment_id, run.run_id))
+        except BaseException as exc:  # the test reports every failure
+            errors.append(exc)
+
+    pointer = threading.Thread(target=repoint)
+    pointer.start()
+    workers = [threading.Thread(target=blocks, args=(ctx,)) for ctx in contexts for _ in range(2)]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        stop.set()
+        pointer.join()
+    assert errors == []
+    client = MlflowClient(mlflow_server.url)
+    assert len(logged) == 60
+    for experiment_id, run_id in logged:
+        got = client.get_run(run_id)
+        assert got.info.experiment_id == experiment_id and got.info.status == "FINISHED"
+        assert got.data.metrics["i"] >= 0

@@ -50,6 +50,10 @@ QUIET_LINKS_VAR = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 # every save and restore of os.environ here holds this lock; while blocks of several
 # threads overlap, the value from before the first is put back when the last one ends
 _env_lock = threading.Lock()
+#: Held while MLflow's process-wide fluent state is pointed, and while a run handle
+#: points it and resumes its run (``mlflow.start_run`` checks the active experiment):
+#: two flows in threads of one process never point it between the other's two steps.
+FLUENT_LOCK = threading.RLock()
 _kept: dict[str, tuple[int, str | None]] = {}  # name -> (blocks open, value before them)
 _warned_run_ids: set[str] = set()
 
@@ -142,7 +146,10 @@ def point_fluent_api(context: TrackingContext) -> None:
     """
     import mlflow
 
-    with kept_env("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
+    with (
+        FLUENT_LOCK,
+        kept_env("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"),
+    ):
         mlflow.set_tracking_uri(context.tracking_uri)
         # None: the fluent registry follows the tracking URI (or the user's own variable)
         mlflow.set_registry_uri(context.registry_uri)  # type: ignore[arg-type]

@@ -23,7 +23,13 @@ import sys
 import threading
 from types import TracebackType
 
-from tracking_tasks._environment import RUN_ID_VAR, kept_env, point_fluent_api, quiet_run_links
+from tracking_tasks._environment import (
+    FLUENT_LOCK,
+    RUN_ID_VAR,
+    kept_env,
+    point_fluent_api,
+    quiet_run_links,
+)
 from tracking_tasks._private_apis import fluent_experiment_id
 from tracking_tasks._status import exit_status
 from tracking_tasks.errors import RunEndError, RunNotFoundError, TrackingServerError, mlflow_errors
@@ -102,29 +108,30 @@ class RunHandle(RunRef):
     def _activate(self) -> None:
         import mlflow
 
-        experiment = fluent_experiment_id()
-        if not same_server(mlflow.get_tracking_uri(), self.tracking_uri) or experiment not in (
-            None,
-            self.experiment_id,
-        ):
-            point_fluent_api(
-                TrackingContext(
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.registry_uri,
-                    experiment_id=self.experiment_id,
-                    experiment_name=self.experiment_id,  # not read when pointing
-                    config_hash=self.config_hash or "",
+        with FLUENT_LOCK:  # another thread's setup must not re-point between the two steps
+            experiment = fluent_experiment_id()
+            if not same_server(mlflow.get_tracking_uri(), self.tracking_uri) or experiment not in (
+                None,
+                self.experiment_id,
+            ):
+                point_fluent_api(
+                    TrackingContext(
+                        tracking_uri=self.tracking_uri,
+                        registry_uri=self.registry_uri,
+                        experiment_id=self.experiment_id,
+                        experiment_name=self.experiment_id,  # not read when pointing
+                        config_hash=self.config_hash or "",
+                    )
                 )
-            )
-        with mlflow_errors(
-            f"could not make MLflow run {self.run_id} on {redact_uri(self.tracking_uri)} "
-            "the active run",
-            default=TrackingServerError,
-            not_found=RunNotFoundError,
-        ):
-            # nested=True only allows a run to be active already (an enclosing block's):
-            # with run_id given, MLflow resumes this run and sets no parent of its own
-            mlflow.start_run(run_id=self.run_id, nested=True)
+            with mlflow_errors(
+                f"could not make MLflow run {self.run_id} on {redact_uri(self.tracking_uri)} "
+                "the active run",
+                default=TrackingServerError,
+                not_found=RunNotFoundError,
+            ):
+                # nested=True only allows a run to be active already (an enclosing block's):
+                # with run_id given, MLflow resumes this run and sets no parent of its own
+                mlflow.start_run(run_id=self.run_id, nested=True)
 
     def __exit__(
         self,
