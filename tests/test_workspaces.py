@@ -280,3 +280,51 @@ def test_reconcile_and_the_command_line_stay_in_their_workspace(
     assert report.failed == (two_teams["team-b"],) and report.workspace == "team-b"
     assert main(["runs", "find", "-e", experiment, "--tracking-uri", url]) == 2  # not in default
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_runs_left_open_outside_a_flow_end_in_their_workspace_with_their_pending_models(
+    workspace_mlflow_server: MlflowServer, experiment: str, fluent_reset: None
+) -> None:
+    """What interpreter exit does for a script's runs: each is searched and ended in its
+    own workspace, and a logged model it left PENDING is finalised FAILED (no hook and no
+    reconcile ever sees a run opened outside a flow run)."""
+    from tracking_tasks.tags import MODEL_FAILURE_TAG
+    from tracking_tasks.tasks._task import end_left_open
+
+    url = workspace_mlflow_server.url
+    ctx = plain_setup(experiment_name=experiment, tracking_uri=url, workspace="team-a")
+    run = create_mlflow_run(ctx, run_name="left-open")  # outside a flow: remembered for exit
+    with workspace_scope("team-a"):
+        client = MlflowClient(url)
+        pending = client.create_logged_model(
+            run.experiment_id, name="half-logged", source_run_id=run.run_id
+        ).model_id
+    assert run.run_id in end_left_open()
+    with workspace_scope("team-a"):
+        assert client.get_run(run.run_id).info.status == "FINISHED"
+        model = client.get_logged_model(pending)
+    assert model.status == "FAILED"
+    assert model.tags[MODEL_FAILURE_TAG].startswith("process exit (outside a flow run)")
+
+
+def test_model_metrics_and_the_latest_version_stay_in_their_workspace(
+    workspace_mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    """A model's metrics are never logged into a run of another workspace, and the newest
+    version is refused a workspace on a store that has none, as every registry read is."""
+    from tracking_tasks.errors import InvalidArgumentError
+    from tracking_tasks.handles import ModelRef, RunRef
+    from tracking_tasks.ops import log_model_metrics
+
+    url = workspace_mlflow_server.url
+    model = ModelRef(
+        model_id="m-1", name="m", experiment_id="1", tracking_uri=url, workspace="team-a"
+    )
+    run = RunRef(run_id="a" * 32, experiment_id="1", run_name="r", tracking_uri=url,
+                 workspace="team-b")  # fmt: skip
+    with pytest.raises(InvalidArgumentError, match="workspace"):
+        log_model_metrics(model, {"acc": 0.5}, run=run)
+    with pytest.raises(TrackingConfigError, match="team-a"):
+        latest_model_version.fn(
+            "m", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", workspace="team-a"
+        )

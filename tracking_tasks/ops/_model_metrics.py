@@ -10,7 +10,8 @@ from tracking_tasks._validation import check_metrics
 from tracking_tasks.errors import InvalidArgumentError
 from tracking_tasks.handles import ModelRef, RunRef
 from tracking_tasks.ops._logging import now_ms, send_batch
-from tracking_tasks.urls import redact_uri, same_server
+from tracking_tasks.ops._workspaces import place_of
+from tracking_tasks.urls import same_server
 
 
 def model_metrics(
@@ -109,11 +110,11 @@ def log_model_metrics(
             credentials=model.credentials,
             workspace=model.workspace,
         )
-    elif not same_server(run.tracking_uri, model.tracking_uri):
+    elif not same_server(run.tracking_uri, model.tracking_uri) or run.workspace != model.workspace:
         raise InvalidArgumentError(
-            f"run {run.run_id} is on {redact_uri(run.tracking_uri)} and model "
-            f"{model.model_id} on {redact_uri(model.tracking_uri)}: log into a run of the "
-            "model's server"
+            f"run {run.run_id} is on {place_of(run.tracking_uri, run.workspace)} and model "
+            f"{model.model_id} on {place_of(model.tracking_uri, model.workspace)}: log into a "
+            "run of the model's server and workspace"
         )
     dataset = (dataset_name, dataset_digest) if dataset_name and dataset_digest else None
     send_batch(run, metrics=model_metrics(checked, model.model_id, dataset, timestamp))

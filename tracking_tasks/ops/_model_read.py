@@ -91,7 +91,11 @@ def model_id_of(
         name, _, number = rest.partition("/")
         found = (
             latest_model_version(
-                name, tracking_uri=tracking_uri, registry_uri=registry_uri, workspace=workspace
+                name,
+                tracking_uri=tracking_uri,
+                registry_uri=registry_uri,
+                credentials=credentials,
+                workspace=workspace,
             )
             if number == "latest"
             else get_model_version(

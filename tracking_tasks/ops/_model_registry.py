@@ -350,6 +350,7 @@ def latest_model_version(
     *,
     tracking_uri: str | None = None,
     registry_uri: str | None = None,
+    credentials: CredentialsLocation | None = None,
     workspace: str | None = None,
 ) -> ModelVersion:
     """Return the newest version of a registered model.
@@ -359,8 +360,10 @@ def latest_model_version(
         tracking_uri: The tracking URI (default: ``$MLFLOW_TRACKING_URI``, else the
             embedded default).
         registry_uri: The model registry URI, if it differs from the tracking URI.
-        workspace: The MLflow workspace the model is registered in (default:
-            ``$MLFLOW_WORKSPACE``, else the server's default); names are per workspace.
+        credentials: An ``MlflowCredentials`` block for the server, if it needs one.
+        workspace: The MLflow workspace the model is registered in (default: the
+            block's, else ``$MLFLOW_WORKSPACE``, else the server's default); names are
+            per workspace.
 
     Returns:
         Its ``ModelVersion`` with the highest version number.
@@ -374,17 +377,16 @@ def latest_model_version(
         >>> latest_model_version("doctest-model").run_id == run.run_id
         True
     """
-    uri = resolve_tracking_uri(tracking_uri)
-    workspace = resolve_workspace(workspace)
+    client, uri, reference, workspace = _registry_client(
+        tracking_uri, registry_uri, credentials, workspace
+    )
     place = place_of(registry_uri or uri, workspace)
     with mlflow_errors(f"could not read model {name!r} on {place}", default=ModelRegistryError):
-        versions = get_client(uri, registry_uri, workspace=workspace).search_model_versions(
-            model_version_filter(name)
-        )
+        versions = client.search_model_versions(model_version_filter(name))
     if not versions:
         raise ModelNotFoundError(
             f"registered model {name!r} has no version on {place}: register one first "
             "(track_conversion(..., register_as=...))"
         )
     newest = max(versions, key=lambda v: int(v.version))
-    return _version(newest, uri, registry_uri, None, workspace)
+    return _version(newest, uri, registry_uri, reference, workspace)

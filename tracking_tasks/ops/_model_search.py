@@ -248,8 +248,8 @@ def find_logged_models(
     ``status`` is applied to each page as it arrives (MLflow's server cannot compare a
     model's status in a filter).
 
-    As a Prefect task (``tracking_tasks.tasks.find_logged_models``) the answer is cached
-    for 5 minutes by the query, the tracking URI and the experiment ids.
+    As a Prefect task (``tracking_tasks.tasks.find_logged_models``) it asks the server on
+    every call; ``tracking_tasks.tasks.allow_stale`` opts in to a cache.
 
     Args:
         experiments: An experiment name, a ``TrackingContext``, or a list of them.
@@ -328,7 +328,7 @@ def find_best_model(
     READY models count unless ``status`` says otherwise (None: any). None when no model
     has the metric, so a flow can fall back.
 
-    As a Prefect task it is cached like ``find_logged_models``.
+    As a Prefect task it asks the server on every call, like ``find_logged_models``.
 
     Args:
         metric: The metric to rank by, e.g. ``"test_accuracy"``.

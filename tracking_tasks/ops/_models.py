@@ -263,8 +263,20 @@ def log_model(
                     checked_metrics,
                 )
             except BaseException as exc:
-                with contextlib.suppress(Exception):  # the original failure matters more
+                try:
                     finalize_failed(client, logged.model_id, failure_reason(exc))
+                except Exception as unfinished:  # the original failure is what propagates
+                    log.warning(
+                        "Model %r (%s) of run %s stays PENDING: it failed (%s) and could not "
+                        "be finalised FAILED (%s); the flow's state hooks or reconcile will, "
+                        "once its run ends",
+                        model_name,
+                        logged.model_id,
+                        run.run_id,
+                        failure_reason(exc),
+                        unfinished,
+                    )
+                else:
                     log.warning(
                         "Model %r (%s) of run %s finalised FAILED: %s",
                         model_name,

@@ -148,7 +148,7 @@ def promote_model(
             tracking_uri=version.tracking_uri,
             registry_uri=version.registry_uri,
             workspace=version.workspace,
-        )
+        ).model_copy(update={"credentials": version.credentials})  # the same server's
     except ModelNotFoundError:
         current = None
     label = f"version {version.version} ({name} {value:.6g})"

@@ -68,5 +68,7 @@ def stored_steps(run: RunRef, key: str) -> set[int]:
         default=TrackingServerError,
         not_found=RunNotFoundError,
     ):
-        client = get_client(run.tracking_uri, run.registry_uri, credentials=run.credentials)
+        client = get_client(
+            run.tracking_uri, run.registry_uri, credentials=run.credentials, workspace=run.workspace
+        )
         return {int(m.step) for m in client.get_metric_history(run.run_id, key)}

@@ -56,7 +56,9 @@ def allow_stale(finder: TrackingTask[P, R], max_age: dt.timedelta) -> TrackingTa
     the task, its inputs, the resolved tracking URI and the experiment ids (one request
     per experiment name), shared across flow runs and processes once results persist.
     A run logged meanwhile is not seen until the entry expires;
-    ``.with_options(refresh_cache=True)`` asks again and replaces the entry.
+    ``.with_options(refresh_cache=True)`` asks again and replaces the entry. The cache is
+    Prefect's, so it applies inside a flow or task run; called outside one, the finder
+    is its plain function and asks the server.
 
     Args:
         finder: ``find_mlflow_runs``, ``find_best_run``, ``find_run_by_config_hash``,

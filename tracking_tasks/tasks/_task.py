@@ -33,6 +33,8 @@ from tracking_tasks._status import exit_status
 from tracking_tasks.handles import RunRef
 from tracking_tasks.ops._filters import and_, run_id_in, status_equals
 from tracking_tasks.ops._lifecycle import RunLocation, end_runs
+from tracking_tasks.ops._model_lifecycle import fail_pending_models
+from tracking_tasks.tasks._run_memory import location_of
 from tracking_tasks.tasks._runtime import current_run_info, in_run
 
 if TYPE_CHECKING:
@@ -205,9 +207,7 @@ def end_at_exit(ref: RunRef) -> None:
     """
     global _exit_registered
     with _outside_lock:
-        _outside[ref.run_id] = RunLocation(
-            ref.tracking_uri, ref.registry_uri, ref.experiment_id, ref.credentials
-        )
+        _outside[ref.run_id] = location_of(ref)  # its workspace included
         while len(_outside) > _MAX_OUTSIDE_RUNS:
             _outside.popitem(last=False)
         if not _exit_registered:
@@ -261,7 +261,9 @@ def end_left_open() -> list[str]:
     for where, run_ids in by_location.items():
         if not _still_there(where.tracking_uri):
             continue
-        scope = Scope(where.tracking_uri, (where.experiment_id,), where.credentials)
+        scope = Scope(
+            where.tracking_uri, (where.experiment_id,), where.credentials, where.workspace
+        )
         for start in range(0, len(run_ids), 100):
             chunk = run_ids[start : start + 100]
             query = Query(scope, and_(run_id_in(chunk), status_equals("RUNNING")))
@@ -269,7 +271,10 @@ def end_left_open() -> list[str]:
                 running += [(r.info.run_id, where, True) for page in pages(query) for r in page]
             except Exception as exc:  # at exit: say it, never raise
                 log.warning("could not check the runs opened outside a flow run: %s", exc)
-    ended, errors = end_runs(running, status, "process exit (outside a flow run)")
+    reason = "process exit (outside a flow run)"
+    ended, errors = end_runs(running, status, reason)
+    # the process is ending: a model still PENDING in these runs will never be finished
+    errors += fail_pending_models(ended, {run_id: where for run_id, where, _ in running}, reason)
     for run_id in ended:
         log.warning(
             "Ended MLflow run %s %s at interpreter exit: it was opened outside a Prefect flow "
