@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tracking_tasks.auth._apply import ensure_credentials
 from tracking_tasks.ops._workspaces import scoped
@@ -52,6 +52,36 @@ def get_client(
         registry_uri = tracking_uri
     client = _client(tracking_uri, registry_uri)
     return client if workspace is None else scoped(client, workspace)  # type: ignore[no-any-return]
+
+
+class Located(Protocol):
+    """What a handle (``RunRef``, ``TrackingContext``, ``ModelRef``, ``RunLocation``) says
+    about where its requests go."""
+
+    @property
+    def tracking_uri(self) -> str: ...
+    @property
+    def registry_uri(self) -> str | None: ...
+    @property
+    def credentials(self) -> str | None: ...
+    @property
+    def workspace(self) -> str | None: ...
+
+
+def client_for(handle: Located) -> MlflowClient:
+    """The client a handle's requests go through: its server and registry, with its
+    credentials loaded, in its MLflow workspace (``get_client`` with the handle's fields).
+
+    Example:
+        >>> client_for(ctx) is get_client(ctx.tracking_uri, ctx.registry_uri)
+        True
+    """
+    return get_client(
+        handle.tracking_uri,
+        handle.registry_uri,
+        credentials=handle.credentials,
+        workspace=handle.workspace,
+    )
 
 
 @functools.lru_cache(maxsize=64)

@@ -18,7 +18,7 @@ from tracking_tasks.errors import (
     mlflow_errors,
 )
 from tracking_tasks.handles import RunRef
-from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._client import client_for
 from tracking_tasks.ops._logging import now_ms
 from tracking_tasks.ops._runs import get_run_info
 from tracking_tasks.tags import FINAL_STATE_TAG, RECONCILE_OVERRULED_TAG, RECONCILED_TAG
@@ -112,12 +112,7 @@ def end_runs(
     to_tag = {FINAL_STATE_TAG: final_state, **(tags or {})}
 
     def attempt(run_id: str, where: RunLocation, method: str, *args: Any) -> Any:
-        client = get_client(
-            where.tracking_uri,
-            where.registry_uri,
-            credentials=where.credentials,
-            workspace=where.workspace,
-        )
+        client = client_for(where)
         with mlflow_errors(
             f"run {run_id} on {redact_uri(where.tracking_uri)}", default=TrackingServerError
         ):
@@ -221,9 +216,7 @@ def terminate_run(run: RunRef, status: RunStatus = "FINISHED") -> str:
         default=RunEndError,
         not_found=RunNotFoundError,
     ):
-        client = get_client(
-            run.tracking_uri, run.registry_uri, credentials=run.credentials, workspace=run.workspace
-        )
+        client = client_for(run)
         _set_status(client, run.run_id, status)
     return status
 

@@ -31,7 +31,7 @@ from tracking_tasks.errors import (
     mlflow_errors,
 )
 from tracking_tasks.handles import RunRef
-from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._client import client_for
 from tracking_tasks.ops._resume import retried_attempt, stored_steps
 from tracking_tasks.urls import redact_uri
 
@@ -142,9 +142,7 @@ def send_batch(
         >>> send_batch(ref)  # nothing to send: no request
         0
     """
-    client = get_client(
-        run.tracking_uri, run.registry_uri, credentials=run.credentials, workspace=run.workspace
-    )
+    client = client_for(run)
     requests = 0
     with mlflow_errors(
         f"logging to MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",

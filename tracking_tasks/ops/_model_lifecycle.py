@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tracking_tasks.errors import LoggedModelError, TrackingTasksError, mlflow_errors
-from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._client import client_for
 from tracking_tasks.ops._lifecycle import RunLocation
 from tracking_tasks.ops._model_filters import attribute_in
 from tracking_tasks.ops._scope import follow_pages
@@ -74,12 +74,7 @@ def fail_pending_models(
     failed: list[str] = []
     why = f"{reason}: its logging attempt ended before the model was finalised"
     for where, ids in grouped.items():
-        client = get_client(
-            where.tracking_uri,
-            where.registry_uri,
-            credentials=where.credentials,
-            workspace=where.workspace,
-        )
+        client = client_for(where)
         for start in range(0, len(ids), _RUNS_PER_SEARCH):
             chunk = ids[start : start + _RUNS_PER_SEARCH]
             query = attribute_in("source_run_id", chunk)  # the status: checked below

@@ -21,7 +21,7 @@ from tracking_tasks.errors import (
     mlflow_errors,
 )
 from tracking_tasks.handles import ModelRef, RunRef
-from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._client import client_for, get_client
 from tracking_tasks.ops._model_filters import model_version_filter
 from tracking_tasks.ops._workspaces import place_of
 from tracking_tasks.urls import redact_uri
@@ -69,9 +69,7 @@ def register_model_version(run: RunRef, artifact_path: str, name: str) -> str:
         ... def publish(run: RunRef) -> str:
         ...     return register_model_version(run, "converted", "digits-classifier")
     """
-    client = get_client(
-        run.tracking_uri, run.registry_uri, credentials=run.credentials, workspace=run.workspace
-    )
+    client = client_for(run)
     source = f"runs:/{run.run_id}/{artifact_path}"
     with mlflow_errors(
         f"could not register {source} as model {name!r} on "
@@ -202,12 +200,7 @@ def register_model(
             f"model must be the ModelRef returned by log_model, not {type(model).__name__}"
         )
     checked = check_tags(tags or {})
-    client = get_client(
-        model.tracking_uri,
-        model.registry_uri,
-        credentials=model.credentials,
-        workspace=model.workspace,
-    )
+    client = client_for(model)
     place = place_of(model.registry_uri or model.tracking_uri, model.workspace)
     with mlflow_errors(
         f"could not register {model.uri} as model {name!r} on {place}", default=ModelRegistryError
@@ -334,7 +327,7 @@ def set_model_alias(version: ModelVersion, alias: str) -> ModelVersion:
         version.registry_uri,
         credentials=version.credentials,
         workspace=version.workspace,
-    )
+    )  # a version's tracking URI may be None: checked above
     with mlflow_errors(
         f"could not set alias {alias!r} of model {version.name!r} to version {version.version} "
         f"on {redact_uri(version.registry_uri or version.tracking_uri)}",

@@ -23,7 +23,7 @@ from tracking_tasks.handles import ModelRef, RunRef
 from tracking_tasks.hashing import config_hash
 from tracking_tasks.ops._artifacts.transport import Destination
 from tracking_tasks.ops._artifacts.upload import upload_to
-from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._client import client_for
 from tracking_tasks.ops._filters import and_, tag_equals
 from tracking_tasks.ops._logging import send_batch
 from tracking_tasks.ops._model_files import (
@@ -221,9 +221,7 @@ def log_model(
             extra_pip_requirements=extra_pip_requirements,
             save_kwargs=save_kwargs,
         )
-        client = get_client(
-            run.tracking_uri, run.registry_uri, credentials=run.credentials, workspace=run.workspace
-        )
+        client = client_for(run)
         with _identity_lock(identity):
             with mlflow_errors(
                 f"could not log model {model_name!r} into run {run.run_id} on {where}",

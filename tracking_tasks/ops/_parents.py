@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tracking_tasks.errors import InvalidParentRunError, RunCreationError, mlflow_errors
 from tracking_tasks.handles import RunRef, TrackingContext
-from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._client import client_for
 from tracking_tasks.urls import redact_uri, same_server
 
 
@@ -63,16 +63,7 @@ def check_parent_run(context: TrackingContext, parent_run_id: str) -> None:
         invalid=InvalidParentRunError,
         fix="Pass the run id of an existing run (a RunRef from create_mlflow_run)",
     ):
-        info = (
-            get_client(
-                context.tracking_uri,
-                context.registry_uri,
-                credentials=context.credentials,
-                workspace=context.workspace,
-            )
-            .get_run(parent_run_id)
-            .info
-        )
+        info = client_for(context).get_run(parent_run_id).info
     if info.lifecycle_stage == "deleted":
         raise InvalidParentRunError(
             f"parent run {parent_run_id} on {where} is deleted: restore it or nest under "

@@ -18,7 +18,7 @@ from tracking_tasks.errors import (
     mlflow_errors,
 )
 from tracking_tasks.handles import RunRef
-from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._client import client_for, get_client
 from tracking_tasks.ops._model_registry import ModelVersion, get_model_version, set_model_alias
 from tracking_tasks.ops._model_search import latest_metrics
 from tracking_tasks.tags import promotion_tag
@@ -69,7 +69,7 @@ def _metric_of(version: ModelVersion, metric: str) -> float | None:
         version.registry_uri,
         credentials=version.credentials,
         workspace=version.workspace,
-    )
+    )  # a version's tracking URI may be None: checked above
     with mlflow_errors(
         f"could not read logged model {version.model_id} on {redact_uri(version.tracking_uri)}",
         default=LoggedModelError,
@@ -184,12 +184,7 @@ def promote_model(
     run_id = run.run_id if run is not None else version.run_id
     if run_id:
         client = (
-            get_client(
-                run.tracking_uri,
-                run.registry_uri,
-                credentials=run.credentials,
-                workspace=run.workspace,
-            )
+            client_for(run)
             if run is not None
             else get_client(
                 version.tracking_uri, credentials=version.credentials, workspace=version.workspace

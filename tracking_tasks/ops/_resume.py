@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from tracking_tasks.errors import RunNotFoundError, TrackingServerError, mlflow_errors
 from tracking_tasks.handles import RunRef
-from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._client import client_for
 from tracking_tasks.urls import redact_uri
 
 
@@ -68,7 +68,5 @@ def stored_steps(run: RunRef, key: str) -> set[int]:
         default=TrackingServerError,
         not_found=RunNotFoundError,
     ):
-        client = get_client(
-            run.tracking_uri, run.registry_uri, credentials=run.credentials, workspace=run.workspace
-        )
+        client = client_for(run)
         return {int(m.step) for m in client.get_metric_history(run.run_id, key)}

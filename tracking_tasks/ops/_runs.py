@@ -18,7 +18,7 @@ from tracking_tasks.errors import (
 )
 from tracking_tasks.handles import RunRef, TrackingContext
 from tracking_tasks.hashing import config_hash
-from tracking_tasks.ops._client import get_client
+from tracking_tasks.ops._client import client_for
 from tracking_tasks.ops._filters import tag_equals
 from tracking_tasks.ops._logging import now_ms
 from tracking_tasks.ops._parents import check_parent_location, check_parent_run
@@ -186,12 +186,7 @@ def mlflow_context_tags() -> dict[str, str]:
 def _find_by_identity(context: TrackingContext, identity: str) -> RunInfo | None:
     from mlflow.entities import ViewType
 
-    runs = get_client(
-        context.tracking_uri,
-        context.registry_uri,
-        credentials=context.credentials,
-        workspace=context.workspace,
-    ).search_runs(
+    runs = client_for(context).search_runs(
         [context.experiment_id],
         filter_string=tag_equals(IDENTITY_TAG, identity),
         run_view_type=ViewType.ACTIVE_ONLY,
@@ -230,12 +225,7 @@ def open_run(plan: RunPlan, *, known_run_id: str | None = None, search: bool = F
         (True, 'RUNNING')
     """
     context = plan.context
-    client = get_client(
-        context.tracking_uri,
-        context.registry_uri,
-        credentials=context.credentials,
-        workspace=context.workspace,
-    )
+    client = client_for(context)
     with mlflow_errors(
         f"could not create MLflow run {plan.run_name!r} in experiment {context.experiment_id} "
         f"on {redact_uri(context.tracking_uri)}",
@@ -361,7 +351,5 @@ def get_run_info(run: RunRef) -> RunInfo:
         f"could not read MLflow run {run.run_id} on {redact_uri(run.tracking_uri)}",
         not_found=RunNotFoundError,
     ):
-        client = get_client(
-            run.tracking_uri, run.registry_uri, credentials=run.credentials, workspace=run.workspace
-        )
+        client = client_for(run)
         return client.get_run(run.run_id).info
